@@ -1,0 +1,3 @@
+export * from "./agent.ts";
+export * from "./ledger.ts";
+export * from "./commands/index.ts";

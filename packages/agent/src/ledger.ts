@@ -1,0 +1,84 @@
+import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { z } from "zod";
+
+export const ledgerStates = ["started", "done", "failed", "refused"] as const;
+
+const entrySchema = z.object({
+  id: z.string(),
+  type: z.string(),
+  state: z.enum(ledgerStates),
+  sqsMessageId: z.string(),
+  /** Which run of the agent wrote the entry: a `started` entry from an earlier run was interrupted. */
+  bootId: z.string(),
+  expiresAt: z.string(),
+  updatedAt: z.string(),
+  /** The terminal event's payload, re-published if the command is delivered again. */
+  outcome: z.record(z.string(), z.unknown()).optional(),
+});
+export type LedgerEntry = z.infer<typeof entrySchema>;
+
+const idPattern = /^[0-9a-f-]{36}$/;
+
+/**
+ * The node's durable memory of commands it has seen, one small file per command id,
+ * written with fsync and rename so a crash leaves either the old or the new record.
+ */
+export class Ledger {
+  readonly #dir: string;
+
+  constructor(options: { dir: string }) {
+    this.#dir = options.dir;
+  }
+
+  async open(): Promise<void> {
+    await mkdir(this.#dir, { recursive: true });
+  }
+
+  async get(id: string): Promise<LedgerEntry | undefined> {
+    if (!idPattern.test(id)) return undefined;
+    let text: string;
+    try {
+      text = await readFile(this.#path(id), "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
+    }
+    return entrySchema.parse(JSON.parse(text));
+  }
+
+  async put(entry: LedgerEntry): Promise<void> {
+    if (!idPattern.test(entry.id)) throw new Error(`ledger ids are UUIDs, received ${JSON.stringify(entry.id)}`);
+    const path = this.#path(entry.id);
+    const tmp = `${path}.${process.pid}.tmp`;
+    const file = await open(tmp, "w");
+    try {
+      await file.writeFile(JSON.stringify(entry));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await rename(tmp, path);
+  }
+
+  /** Forgets entries whose commands have expired: a copy of those is refused as expired anyway. */
+  async prune(olderThan: Date): Promise<number> {
+    let removed = 0;
+    for (const name of await readdir(this.#dir)) {
+      if (name.endsWith(".tmp")) {
+        await rm(join(this.#dir, name), { force: true });
+        continue;
+      }
+      const entry = await this.get(name.replace(/\.json$/, "")).catch(() => undefined);
+      if (entry && Date.parse(entry.expiresAt) < olderThan.getTime()) {
+        await rm(join(this.#dir, name), { force: true });
+        removed += 1;
+      }
+    }
+    return removed;
+  }
+
+  #path(id: string): string {
+    return join(this.#dir, `${id}.json`);
+  }
+}

@@ -1,0 +1,54 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+/** The CLI's entry point, run by the same Node binary as this process. */
+export const mainScript = fileURLToPath(new URL("./main.ts", import.meta.url));
+
+export interface BosunProcess {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then SIGKILL if it has not exited by the deadline. Resolves with how it exited. */
+  stop(deadlineMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Runs `bosun ARGS` as a child process (an argument array, never a shell string) and hands
+ * each line it prints to `onLine`.
+ */
+export function spawnBosun(options: {
+  name: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  cwd?: string;
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
+}): BosunProcess {
+  const child = spawn(process.execPath, [mainScript, ...options.args], {
+    env: options.env,
+    cwd: options.cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  for (const stream of ["stdout", "stderr"] as const) {
+    createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(line, stream));
+  }
+  const exited = once(child, "exit").then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  return {
+    name: options.name,
+    child,
+    exited,
+    async stop(deadlineMs = 30_000) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), deadlineMs);
+        try {
+          return await exited;
+        } finally {
+          clearTimeout(timer);
+        }
+      }
+      return exited;
+    },
+  };
+}

@@ -1,0 +1,137 @@
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { ConfigError } from "@bosun/core";
+import { spawnBosun, type BosunProcess } from "../children.ts";
+import { createContext } from "../context.ts";
+import { startEmulator, type Emulator } from "../emulator.ts";
+import { init } from "./init.ts";
+import { keysGenerate } from "./keys.ts";
+
+export interface DevOptions {
+  dir: string;
+  port: number;
+  web: number;
+  /** Start a db agent; by default when mariadbd is on the PATH. */
+  db?: boolean | undefined;
+  onLine: (name: string, line: string) => void;
+}
+
+export interface DevFleet {
+  endpoint: string;
+  configFile: string;
+  nodes: { id: string; roles: string[] }[];
+  close(): Promise<void>;
+}
+
+/** The keys a dev fleet uses: an on-call key that may send anything, and one for the fleet's events. */
+const devKeys = [
+  { id: "oncall", allow: ["*"] },
+  { id: "ci", allow: ["release"] },
+  { id: "fleet", allow: ["event:*"] },
+  { id: "coordinator", allow: ["*", "event:*"] },
+];
+
+/**
+ * A whole fleet on this machine: the emulator, the topology, keys, a coordinator, two web
+ * agents, a balancer and (with MariaDB installed) a db agent, each a child process.
+ */
+export async function dev(options: DevOptions): Promise<DevFleet> {
+  const dir = resolve(options.dir);
+  await mkdir(dir, { recursive: true });
+  await claim(join(dir, "dev.pid"));
+  const started: BosunProcess[] = [];
+  let emulator: Emulator | undefined;
+  const close = async () => {
+    const results = await Promise.allSettled(started.reverse().map((p) => p.stop(90_000)));
+    for (const [i, r] of results.entries()) {
+      if (r.status === "fulfilled" && r.value.code !== 0) options.onLine(started[i]!.name, `exited with ${r.value.code ?? r.value.signal}`);
+    }
+    await emulator?.stop().catch(() => undefined);
+    await rm(join(dir, "dev.pid"), { force: true });
+  };
+  try {
+    emulator = await startEmulator({ dir: join(dir, "emulator"), port: options.port });
+    const keysDir = join(dir, "keys");
+    for (const key of devKeys) {
+      if (!existsSync(join(keysDir, `${key.id}.key`))) {
+        await keysGenerate({ id: key.id, allow: key.allow, dir: keysDir, trustFile: join(keysDir, "trust.json") });
+      }
+    }
+    const configFile = join(dir, "bosun.json");
+    await writeFile(
+      configFile,
+      `${JSON.stringify(
+        {
+          cluster: "dev",
+          bucket: "bosun-dev",
+          stateDir: "state",
+          trustFile: "keys/trust.json",
+          keyId: "oncall",
+          signingKey: "keys/oncall.key",
+          heartbeatSeconds: 5,
+          lostAfterSeconds: 20,
+          devEndpoint: emulator.endpoint,
+        },
+        null,
+        2,
+      )}\n`,
+    );
+    const ctx = createContext({ config: configFile }, {}, { name: "dev", stream: "stderr" });
+    try {
+      await init(ctx);
+    } finally {
+      ctx.close();
+    }
+
+    const withDb = options.db ?? onPath("mariadbd");
+    const nodes = [
+      ...Array.from({ length: options.web }, (_, i) => ({ id: `web-${i + 1}`, roles: ["web"] })),
+      { id: "lb-1", roles: ["balancer"] },
+      ...(withDb ? [{ id: "db-1", roles: ["db"] }] : []),
+    ];
+    const env = (extra: Record<string, string>) => ({ ...process.env, BOSUN_CONFIG: configFile, ...extra });
+    const launch = (name: string, args: string[], extra: Record<string, string>) => {
+      const child = spawnBosun({ name, args, env: env(extra), onLine: (line) => options.onLine(name, line) });
+      started.push(child);
+      return child;
+    };
+    launch("coordinator", ["coordinator"], { BOSUN_KEY_ID: "coordinator", BOSUN_SIGNING_KEY: join(keysDir, "coordinator.key") });
+    for (const node of nodes) {
+      launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
+        BOSUN_STATE_DIR: join(dir, "nodes", node.id),
+        BOSUN_KEY_ID: "fleet",
+        BOSUN_SIGNING_KEY: join(keysDir, "fleet.key"),
+      });
+    }
+    return { endpoint: emulator.endpoint, configFile, nodes, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}
+
+/** One dev fleet per directory: a second one would share its queues and state. */
+async function claim(pidFile: string): Promise<void> {
+  const existing = await readFile(pidFile, "utf8").catch(() => undefined);
+  if (existing) {
+    const pid = Number(existing.trim());
+    if (Number.isInteger(pid) && alive(pid)) {
+      throw new ConfigError(`A dev fleet is already running from this directory (pid ${pid}); stop it with Ctrl-C or use --dir`);
+    }
+  }
+  await writeFile(pidFile, `${process.pid}\n`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function onPath(command: string): boolean {
+  return (process.env["PATH"] ?? "").split(":").some((dir) => dir && existsSync(join(dir, command)));
+}

@@ -1,0 +1,210 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError, Option } from "commander";
+import { BOSUN_VERSION, BosunError, ConfigError, errorMessage } from "@bosun/core";
+import { createContext, type Context, type GlobalOptions } from "./context.ts";
+import { output } from "./render.ts";
+import { progressView } from "./live.ts";
+import { init, renderInit } from "./commands/init.ts";
+import { nodes, renderNodes } from "./commands/nodes.ts";
+import { keysGenerate, renderKeys } from "./commands/keys.ts";
+import { send, renderSend } from "./commands/send.ts";
+import { events, renderEvent } from "./commands/events.ts";
+import { startAgent } from "./commands/agent.ts";
+import { startCoordinator } from "./commands/coordinator.ts";
+import { dev } from "./commands/dev.ts";
+import { formatChildLine } from "./devlog.ts";
+
+/** Exit codes: 0 done, 1 a target node failed or did not answer, 2 bad usage or settings, 3 anything else. */
+const EXIT = { ok: 0, failed: 1, usage: 2, error: 3 } as const;
+
+const program = new Command("bosun")
+  .description("Keeps a fleet of EC2 web, database and load-balancer nodes in step over SNS, SQS and S3.")
+  .version(BOSUN_VERSION)
+  .option("--config <file>", "Bosun config file (default: ./bosun.json, then ./.bosun/dev/bosun.json; or BOSUN_CONFIG)")
+  .showHelpAfterError("(run with --help for usage)")
+  .addHelpText(
+    "after",
+    `
+Settings come from the config file and BOSUN_* variables (BOSUN_CLUSTER, BOSUN_BUCKET, ...);
+AWS access from the SDK's own settings (AWS_REGION, AWS_ENDPOINT_URL, the credential chain).
+Exit codes: 0 done, 1 a target node failed or did not answer, 2 bad usage or settings, 3 other errors.`,
+  );
+
+const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+const positiveInt = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number, received ${JSON.stringify(value)}`);
+  return n;
+};
+const collect = (value: string, previous: string[] = []) => [...previous, ...value.split(",").map((v) => v.trim()).filter(Boolean)];
+
+/** Runs a command with a context that is closed afterwards, whatever happens. */
+async function withContext<T>(fn: (ctx: Context) => Promise<T>, log: { name: string; stream?: "stdout" | "stderr" } = { name: "cli", stream: "stderr" }): Promise<T> {
+  const ctx = createContext(globals(), {}, log);
+  try {
+    return await fn(ctx);
+  } finally {
+    ctx.close();
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM. Signals are handled here, in the entry point, alone. */
+function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(signal);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}
+
+program
+  .command("init")
+  .description("Create the cluster's SNS topic, S3 bucket and coordinator queue (idempotent)")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { json?: boolean }) => {
+    const result = await withContext(init);
+    output(Boolean(opts.json)).print(result, renderInit);
+  });
+
+program
+  .command("dev")
+  .description("Run a whole fleet on this machine: emulator, coordinator, two web agents, a balancer and (with mariadbd) a db agent")
+  .option("--dir <dir>", "where the fleet keeps its state", ".bosun/dev")
+  .option("--port <port>", "port of the local SQS/SNS/S3 endpoint (0 picks a free one)", positiveInt("--port"), 4566)
+  .option("--web <n>", "how many web agents", positiveInt("--web"), 2)
+  .option("--no-db", "do not start a db agent even if mariadbd is installed")
+  .action(async (opts: { dir: string; port: number; web: number; db: boolean }) => {
+    const fleet = await dev({
+      dir: opts.dir,
+      port: opts.port,
+      web: opts.web,
+      db: opts.db === false ? false : undefined,
+      onLine: (name, line) => process.stdout.write(`${formatChildLine(name, line)}\n`),
+    });
+    process.stdout.write(
+      [
+        `Local fleet running: ${fleet.nodes.map((n) => `${n.id} (${n.roles.join(",")})`).join(", ")}, coordinator.`,
+        `Endpoint ${fleet.endpoint}; config ${fleet.configFile}.`,
+        `In another terminal, from this directory: bosun nodes, bosun send probe --target all --wait, bosun events.`,
+        `Ctrl-C stops them all.`,
+        "",
+      ].join("\n"),
+    );
+    const signal = await untilSignal();
+    process.stdout.write(`${signal}: stopping the fleet...\n`);
+    await fleet.close();
+    process.stdout.write("Fleet stopped.\n");
+  });
+
+program
+  .command("agent")
+  .description("Run this node's agent: identity from --node-id/--role locally, from EC2 metadata and tags on AWS")
+  .option("--node-id <id>", "this node's id (default: the EC2 instance id)")
+  .option("--role <role>", "a role of this node: web, db or balancer (repeat or comma separate)", collect)
+  .addHelpText("after", "\nStops cleanly on SIGTERM: no new commands, in-flight jobs finish or checkpoint within shutdownDeadlineSeconds, exit 0.")
+  .action(async (opts: { nodeId?: string; role?: string[] }) => {
+    const ctx = createContext(globals(), {}, { name: "agent" });
+    try {
+      const { agent } = await startAgent(ctx, { nodeId: opts.nodeId, roles: opts.role });
+      const how = await Promise.race([untilSignal().then((s) => `signal ${s}`), agent.stopped]);
+      ctx.logger.info({ how }, "agent stopping");
+      await agent.close();
+    } finally {
+      ctx.logger.flush();
+      ctx.close();
+    }
+  });
+
+program
+  .command("coordinator")
+  .description("Run the coordinator: fleet state from events, lost-node detection, scheduled commands")
+  .action(async () => {
+    const ctx = createContext(globals(), {}, { name: "coordinator" });
+    try {
+      const coordinator = await startCoordinator(ctx);
+      await untilSignal();
+      await coordinator.close();
+    } finally {
+      ctx.logger.flush();
+      ctx.close();
+    }
+  });
+
+program
+  .command("nodes")
+  .description("List the fleet's nodes with their roles, status and last heartbeat")
+  .option("--role <role>", "only nodes with this role")
+  .option("--all", "include decommissioned nodes")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { role?: string; all?: boolean; json?: boolean }) => {
+    const result = await withContext((ctx) => nodes(ctx, opts));
+    output(Boolean(opts.json)).print(result, renderNodes);
+  });
+
+const keys = program.command("keys").description("Manage the Ed25519 keys that sign commands and events");
+keys
+  .command("generate")
+  .description("Generate a key pair and add its public key, with what it may send, to the trust file")
+  .requiredOption("--id <id>", "the key's name, as issuers and the trust file know it (e.g. ci, oncall)")
+  .requiredOption("--allow <types>", "command types it may send, comma separated: release, probe, * for all, event:* for events", collect)
+  .option("--dir <dir>", "where to write <id>.key and <id>.pub", ".bosun/keys")
+  .option("--trust <file>", "trust file to add the public key to", ".bosun/keys/trust.json")
+  .option("--force", "replace an existing key of that name")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { id: string; allow: string[]; dir: string; trust: string; force?: boolean; json?: boolean }) => {
+    const result = await keysGenerate({ id: opts.id, allow: opts.allow, dir: opts.dir, trustFile: opts.trust, force: Boolean(opts.force) });
+    output(Boolean(opts.json)).print(result, renderKeys);
+  });
+
+program
+  .command("send")
+  .description("Sign and publish a command; with --wait, follow it on every target node")
+  .argument("<type>", "command type, e.g. probe")
+  .requiredOption("--target <target>", "who runs it: all, role:web, node:i-0abc (comma separated)")
+  .option("--payload <json>", "the command's payload as JSON", "{}")
+  .option("--wait", "wait until every target node has answered; exit 1 naming nodes that failed or did not answer")
+  .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 60)
+  .option("--json", "print the result as JSON")
+  .action(async (type: string, opts: { target: string; payload: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const json = Boolean(opts.json);
+    const view = progressView({ json, title: `${type} → ${opts.target}` });
+    const result = await withContext((ctx) =>
+      send(ctx, { type, target: opts.target, payload: opts.payload, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
+    );
+    view.done();
+    output(json).print(result, renderSend);
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+program
+  .command("events")
+  .description("Follow events on the bus (acks, progress, results, refusals, node-up/down, heartbeats) until Ctrl-C")
+  .option("--command <id>", "only events about this command")
+  .option("--type <type>", "only events of this type (repeat or comma separate)", collect)
+  .option("--json", "print each event as one JSON line")
+  .action(async (opts: { command?: string; type?: string[]; json?: boolean }) => {
+    const abort = new AbortController();
+    void untilSignal().then(() => abort.abort());
+    await withContext((ctx) =>
+      events(ctx, {
+        correlationId: opts.command,
+        types: opts.type,
+        signal: abort.signal,
+        onEvent: (item) => process.stdout.write(`${opts.json ? JSON.stringify(item.ok ? item.envelope : item.refusal) : renderEvent(item)}\n`),
+      }),
+    );
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  const code = error instanceof ConfigError ? EXIT.usage : error instanceof BosunError ? EXIT.error : EXIT.error;
+  process.stderr.write(`bosun: ${errorMessage(error)}\n`);
+  if (!(error instanceof BosunError) && process.env["BOSUN_DEBUG"]) process.stderr.write(`${(error as Error).stack}\n`);
+  process.exit(code);
+}
+process.exit(process.exitCode ?? EXIT.ok);

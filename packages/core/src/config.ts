@@ -1,0 +1,159 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { z } from "zod";
+import { ConfigError } from "./errors.ts";
+
+const id = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "expected 1-32 lower-case letters, digits or '-'");
+const seconds = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/**
+ * Bosun's own settings. Each has a name in the config file and a BOSUN_* variable;
+ * AWS settings are the SDK's own (AWS_REGION, AWS_ENDPOINT_URL, the credential chain).
+ */
+export const settingsSchema = z.object({
+  cluster: id.default("dev"),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{2,62}$/, "expected an S3 bucket name").default("bosun-dev"),
+  stateDir: z.string().min(1).default(".bosun/state"),
+  trustFile: z.string().min(1).default(".bosun/keys/trust.json"),
+  keyId: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "expected a key id of letters, digits, '_' or '-'").optional(),
+  signingKey: z.string().min(1).optional(),
+  concurrency: seconds(1, 64).default(4),
+  visibilityTimeoutSeconds: seconds(2, 43200).default(30),
+  heartbeatSeconds: seconds(1, 3600).default(15),
+  shutdownDeadlineSeconds: seconds(1, 3600).default(60),
+  lostAfterSeconds: seconds(2, 86400).default(60),
+  commandTtlSeconds: seconds(5, 86400).default(300),
+  maxMessageBytes: seconds(1024, 262144).default(65536),
+  /** Commands the coordinator publishes on a cron schedule (node-cron syntax, seconds optional). */
+  schedules: z
+    .preprocess(
+      (v) => (typeof v === "string" ? JSON.parse(v) : v),
+      z.array(
+        z.object({
+          name: z.string().regex(/^[a-z0-9-]{1,64}$/),
+          cron: z.string().min(9),
+          type: z.string().min(1),
+          target: z.string().min(1),
+          payload: z.record(z.string(), z.unknown()).default({}),
+        }).strict(),
+      ),
+    )
+    .default([]),
+  /** The local emulator's address, written by `bosun dev`; used only when AWS_ENDPOINT_URL is unset. */
+  devEndpoint: z.url().optional(),
+  logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
+});
+
+export type Settings = z.infer<typeof settingsSchema>;
+export type SettingName = keyof Settings;
+
+export const settingEnv: Record<SettingName, string> = {
+  cluster: "BOSUN_CLUSTER",
+  bucket: "BOSUN_BUCKET",
+  stateDir: "BOSUN_STATE_DIR",
+  trustFile: "BOSUN_TRUST_FILE",
+  keyId: "BOSUN_KEY_ID",
+  signingKey: "BOSUN_SIGNING_KEY",
+  concurrency: "BOSUN_CONCURRENCY",
+  visibilityTimeoutSeconds: "BOSUN_VISIBILITY_TIMEOUT",
+  heartbeatSeconds: "BOSUN_HEARTBEAT_INTERVAL",
+  shutdownDeadlineSeconds: "BOSUN_SHUTDOWN_DEADLINE",
+  lostAfterSeconds: "BOSUN_LOST_AFTER",
+  commandTtlSeconds: "BOSUN_COMMAND_TTL",
+  maxMessageBytes: "BOSUN_MAX_MESSAGE_BYTES",
+  schedules: "BOSUN_SCHEDULES",
+  devEndpoint: "BOSUN_DEV_ENDPOINT",
+  logLevel: "BOSUN_LOG_LEVEL",
+};
+
+/** Where the config file is looked for when neither --config nor BOSUN_CONFIG names one. */
+export const defaultConfigPaths = ["bosun.json", ".bosun/dev/bosun.json"];
+
+export interface LoadSettingsOptions {
+  /** Explicit config file (from --config); a missing explicit file is an error. */
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  /** Values from command-line flags; they win over the file and the environment. */
+  overrides?: Partial<Record<SettingName, unknown>>;
+  cwd?: string;
+}
+
+type Source = { value: unknown; from: string };
+
+/**
+ * Reads the config file, then BOSUN_* variables, then flags, and validates the lot once.
+ * A bad value throws a ConfigError naming where it came from and what was received.
+ */
+export function loadSettings(options: LoadSettingsOptions = {}): Settings & { configFile?: string } {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const explicit = options.file ?? env["BOSUN_CONFIG"];
+  const sources = new Map<SettingName, Source>();
+  let configFile: string | undefined;
+
+  const candidates = explicit ? [explicit] : defaultConfigPaths;
+  for (const candidate of candidates) {
+    const path = resolve(cwd, candidate);
+    const text = readOptional(path, explicit !== undefined);
+    if (text === undefined) continue;
+    configFile = path;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (cause) {
+      throw new ConfigError(`Config file ${path} is not valid JSON: ${(cause as Error).message}`, { cause });
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError(`Config file ${path} must hold a JSON object, received ${JSON.stringify(parsed)}`);
+    }
+    for (const [key, value] of Object.entries(parsed)) {
+      if (!(key in settingEnv)) {
+        throw new ConfigError(`Unknown setting "${key}" in ${path}; known settings: ${Object.keys(settingEnv).join(", ")}`);
+      }
+      sources.set(key as SettingName, { value, from: `setting "${key}" in ${path}` });
+    }
+    break;
+  }
+  for (const [name, variable] of Object.entries(settingEnv) as [SettingName, string][]) {
+    const value = env[variable];
+    if (value !== undefined && value !== "") sources.set(name, { value, from: variable });
+  }
+  for (const [name, value] of Object.entries(options.overrides ?? {}) as [SettingName, unknown][]) {
+    if (value !== undefined) sources.set(name, { value, from: `--${kebab(name)}` });
+  }
+
+  const input: Record<string, unknown> = {};
+  for (const [name, source] of sources) input[name] = source.value;
+  const result = settingsSchema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const name = issue.path[0] as SettingName;
+    const source = sources.get(name);
+    const where = source?.from ?? `setting "${name}"`;
+    throw new ConfigError(`Invalid ${where}: ${issue.message}, received ${JSON.stringify(source?.value)}`);
+  }
+  const settings = result.data;
+  const base = configFile ? resolve(configFile, "..") : cwd;
+  // Paths in a config file are relative to that file, so a dev fleet's config works from any directory.
+  for (const key of ["stateDir", "trustFile", "signingKey"] as const) {
+    const value = settings[key];
+    if (value !== undefined) {
+      const fromFile = sources.get(key)?.from.startsWith("setting") ?? false;
+      settings[key] = resolve(fromFile ? base : cwd, value);
+    }
+  }
+  return configFile ? { ...settings, configFile } : settings;
+}
+
+function readOptional(path: string, required: boolean): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (cause) {
+    if (!required && (cause as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new ConfigError(`Cannot read config file ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+function kebab(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}

@@ -1,0 +1,88 @@
+import { z } from "zod";
+
+export const namePattern = /^[A-Za-z0-9_-]{1,64}$/;
+const name = z.string().regex(namePattern, "expected 1-64 letters, digits, '_' or '-'");
+
+/**
+ * Who a command is for. SNS message attributes carry one attribute per entry
+ * (to.all, to.role.<role>, to.node.<id>), and SNS allows ten attributes in all,
+ * so a command names at most eight roles and nodes together.
+ */
+export const targetSchema = z
+  .object({
+    all: z.boolean().optional(),
+    roles: z.array(name).max(8).optional(),
+    nodes: z.array(name).max(8).optional(),
+  })
+  .strict()
+  .refine((t) => t.all === true || (t.roles?.length ?? 0) + (t.nodes?.length ?? 0) > 0, "a command needs a target")
+  .refine((t) => (t.roles?.length ?? 0) + (t.nodes?.length ?? 0) <= 8, "at most 8 roles and nodes together");
+
+export type Target = z.infer<typeof targetSchema>;
+
+export const kinds = ["command", "event"] as const;
+export type Kind = (typeof kinds)[number];
+
+/** The one envelope every command and event travels in. `sig` covers every other field. */
+export const envelopeSchema = z
+  .object({
+    v: z.literal(1),
+    id: z.uuid(),
+    kind: z.enum(kinds),
+    type: z.string().regex(/^[a-z][a-z0-9.-]{0,63}$/, "expected a lower-case type name"),
+    issuedAt: z.iso.datetime(),
+    expiresAt: z.iso.datetime(),
+    issuer: name,
+    target: targetSchema.optional(),
+    correlationId: z.string().min(1).max(128),
+    payload: z.unknown(),
+    sig: z.string().regex(/^[A-Za-z0-9+/]{86}==$/, "expected a base64 Ed25519 signature"),
+  })
+  .strict();
+
+export type Envelope = z.infer<typeof envelopeSchema>;
+export type UnsignedEnvelope = Omit<Envelope, "sig">;
+
+/** Message attributes that SNS filter policies route on. */
+export function routingAttributes(envelope: UnsignedEnvelope): Record<string, string> {
+  const attributes: Record<string, string> = { kind: envelope.kind, type: envelope.type, correlation: envelope.correlationId };
+  const target = envelope.target;
+  if (target?.all) attributes["to.all"] = "1";
+  for (const role of target?.roles ?? []) attributes[`to.role.${role}`] = "1";
+  for (const node of target?.nodes ?? []) attributes[`to.node.${node}`] = "1";
+  return attributes;
+}
+
+/** The SNS filter policy for a node's queue: commands to all, to one of its roles, or to it. */
+export function nodeFilterPolicy(nodeId: string, roles: readonly string[]): Record<string, unknown> {
+  const exists = [{ exists: true }];
+  return {
+    $or: [{ "to.all": exists }, ...roles.map((role) => ({ [`to.role.${role}`]: exists })), { [`to.node.${nodeId}`]: exists }],
+  };
+}
+
+export function describeTarget(target: Target | undefined): string {
+  if (!target) return "nobody";
+  const parts: string[] = [];
+  if (target.all) parts.push("all");
+  for (const role of target.roles ?? []) parts.push(`role:${role}`);
+  for (const node of target.nodes ?? []) parts.push(`node:${node}`);
+  return parts.join(",");
+}
+
+/** Parses `all`, `role:web`, `node:web-1` (comma separated) into a target. */
+export function parseTarget(text: string): Target {
+  const target: { all?: boolean; roles?: string[]; nodes?: string[] } = {};
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    if (part === "all") target.all = true;
+    else if (part.startsWith("role:")) (target.roles ??= []).push(part.slice(5));
+    else if (part.startsWith("node:")) (target.nodes ??= []).push(part.slice(5));
+    else (target.roles ??= []).push(part);
+  }
+  return targetSchema.parse(target);
+}
+
+export function targetsNode(target: Target | undefined, nodeId: string, roles: readonly string[]): boolean {
+  if (!target) return false;
+  return target.all === true || (target.nodes ?? []).includes(nodeId) || (target.roles ?? []).some((r) => roles.includes(r));
+}

@@ -1,0 +1,45 @@
+import { z } from "zod";
+import { namePattern } from "./envelope.ts";
+import { refusalReasons } from "./parse.ts";
+
+const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
+export type NodeRef = z.infer<typeof nodeRef>;
+
+/**
+ * Events agents and the coordinator publish on the bus. A command's events carry the
+ * command's id as their correlation id, so its issuer can follow them.
+ */
+export const eventSchemas = {
+  ack: z.object({ node: nodeRef, commandType: z.string(), receiveCount: z.number().int(), resumed: z.boolean() }),
+  progress: z.object({ node: nodeRef, commandType: z.string(), message: z.string(), fraction: z.number().min(0).max(1).optional() }),
+  done: z.object({ node: nodeRef, commandType: z.string(), durationMs: z.number(), result: z.unknown() }),
+  failed: z.object({
+    node: nodeRef,
+    commandType: z.string(),
+    error: z.string(),
+    code: z.string().optional(),
+    interrupted: z.boolean().optional(),
+  }),
+  refused: z.object({
+    node: nodeRef,
+    reason: z.enum(refusalReasons),
+    detail: z.string(),
+    messageId: z.string().optional(),
+    type: z.string().optional(),
+    issuer: z.string().optional(),
+  }),
+  "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int() }),
+  "node-down": z.object({ node: nodeRef, reason: z.enum(["decommissioned", "lost"]), lastSeen: z.iso.datetime().optional() }),
+  heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number() }),
+} as const;
+
+export type EventType = keyof typeof eventSchemas;
+export type EventPayload<T extends EventType> = z.infer<(typeof eventSchemas)[T]>;
+export const eventTypes = Object.keys(eventSchemas) as EventType[];
+
+export function isEventType(type: string): type is EventType {
+  return Object.hasOwn(eventSchemas, type);
+}
+
+/** Events that end a command's story on one node. */
+export const terminalEvents: readonly EventType[] = ["done", "failed", "refused"];

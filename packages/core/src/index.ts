@@ -1,0 +1,18 @@
+export * from "./errors.ts";
+export * from "./result.ts";
+export * from "./config.ts";
+export * from "./envelope.ts";
+export * from "./signing.ts";
+export * from "./trust.ts";
+export * from "./parse.ts";
+export * from "./events.ts";
+export * from "./message.ts";
+export * from "./logger.ts";
+
+export const BOSUN_VERSION = "0.1.0";
+
+/** A clock the code reads through, so tests can move time. */
+export interface Clock {
+  now(): Date;
+}
+export const systemClock: Clock = { now: () => new Date() };
