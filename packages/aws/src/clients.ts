@@ -15,14 +15,23 @@ export interface AwsClients {
  * the default credential chain). Against a local endpoint two SDK options matter:
  * queue URLs name a host of their own that only AWS resolves, and buckets go in the path.
  */
-export function createAwsClients(env: NodeJS.ProcessEnv = process.env): AwsClients {
-  const local = (service: string) => Boolean(env["AWS_ENDPOINT_URL"] || env[`AWS_ENDPOINT_URL_${service}`]);
+export function createAwsClients(explicit?: ExplicitAws): AwsClients {
+  const env = process.env;
+  const local = (service: string) => Boolean(explicit?.endpoint || env["AWS_ENDPOINT_URL"] || env[`AWS_ENDPOINT_URL_${service}`]);
+  // Explicit settings are for a process that talks to more than one endpoint (the test suite).
+  const base = explicit ? { endpoint: explicit.endpoint, region: explicit.region, credentials: { accessKeyId: "test", secretAccessKey: "test" } } : {};
   return {
-    sqs: new SQSClient({ useQueueUrlAsEndpoint: !local("SQS") }),
-    sns: new SNSClient({}),
-    s3: new S3Client({ forcePathStyle: local("S3") }),
-    ec2: new EC2Client({}),
+    sqs: new SQSClient({ ...base, useQueueUrlAsEndpoint: !local("SQS") }),
+    sns: new SNSClient(base),
+    s3: new S3Client({ ...base, forcePathStyle: local("S3") }),
+    ec2: new EC2Client(base),
   };
+}
+
+/** A local endpoint given in code rather than through AWS_ENDPOINT_URL. */
+export interface ExplicitAws {
+  endpoint: string;
+  region: string;
 }
 
 export function destroyAwsClients(clients: AwsClients): void {

@@ -68,7 +68,7 @@ export async function ensureSubscribedQueue(
   const queue = await ensureQueue(clients, name, {
     VisibilityTimeout: String(options.visibilityTimeoutSeconds),
     ReceiveMessageWaitTimeSeconds: "20",
-    RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: String(options.maxReceiveCount ?? 10) }),
+    RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlq.arn, maxReceiveCount: String(options.maxReceiveCount ?? 5) }),
     Policy: JSON.stringify({
       Version: "2012-10-17",
       Statement: [

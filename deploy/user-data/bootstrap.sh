@@ -1,0 +1,313 @@
+#!/bin/bash
+# Bosun node bootstrap: EC2 user-data for Debian 12. Safe to run again (it
+# converges); run it again to upgrade Bosun after uploading a new tarball.
+#
+# It installs the AWS CLI, fetches s3://$BOSUN_BUCKET/dist/bosun.tgz (the Bosun
+# repo with node_modules, which carries the pinned Node.js), unpacks it under
+# /opt/bosun, creates the bosun user, fetches the node's signing key from SSM,
+# installs the trust file from dist/trust.json if there is one, and installs,
+# enables and starts the systemd units that the bosun:role tag calls for.
+# The agent itself reads its roles (bosun:role) and cluster (bosun:cluster)
+# from the instance's tags. See deploy/README.md.
+set -euo pipefail
+
+# ---- SETTINGS: set the bucket here (or in the environment) -----------------
+BOSUN_BUCKET="${BOSUN_BUCKET:-}"
+BOSUN_DIST_KEY="${BOSUN_DIST_KEY:-dist/bosun.tgz}"
+BOSUN_TRUST_KEY="${BOSUN_TRUST_KEY:-dist/trust.json}"
+# -----------------------------------------------------------------------------
+
+readonly PREFIX=/opt/bosun
+readonly RELEASES=/opt/bosun-releases
+readonly ETC=/etc/bosun
+readonly UNIT_DIR=/etc/systemd/system
+readonly IMDS=http://169.254.169.254
+
+log() { printf 'bosun-bootstrap: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ ${EUID} -eq 0 ]] || die "must run as root"
+umask 022
+
+# Every value read from outside is checked against a strict pattern before use.
+[[ ${BOSUN_BUCKET} =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] \
+  || die "BOSUN_BUCKET must be set to the cluster's bucket name (got '${BOSUN_BUCKET}')"
+[[ ${BOSUN_DIST_KEY} =~ ^[A-Za-z0-9/._-]+$ && ${BOSUN_TRUST_KEY} =~ ^[A-Za-z0-9/._-]+$ ]] \
+  || die "BOSUN_DIST_KEY and BOSUN_TRUST_KEY must be plain S3 keys"
+
+if [[ -r /etc/os-release ]]; then
+  # shellcheck source=/dev/null
+  os_id=$(. /etc/os-release && printf '%s %s' "${ID:-}" "${VERSION_ID:-}")
+  [[ ${os_id} == "debian 12" ]] || log "warning: written for Debian 12, this is '${os_id}'"
+fi
+
+work=$(mktemp -d /var/tmp/bosun-bootstrap.XXXXXX)
+trap 'rm -rf -- "${work}"' EXIT
+
+# ---- packages -----------------------------------------------------------------
+apt_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("${pkg}")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # cloud-init and unattended-upgrades may hold the dpkg lock at first boot.
+  apt-get -o DPkg::Lock::Timeout=300 update -q
+  apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"
+}
+apt_install ca-certificates curl awscli tar gzip
+
+# ---- instance metadata (IMDSv2 only) -----------------------------------------------
+token=$(curl -fsS --retry 5 --retry-connrefused --connect-timeout 2 --max-time 10 -X PUT \
+  -H 'X-aws-ec2-metadata-token-ttl-seconds: 600' "${IMDS}/latest/api/token") \
+  || die "cannot get an IMDSv2 token"
+imds() {
+  curl -fsS --retry 3 --connect-timeout 2 --max-time 10 \
+    -H "X-aws-ec2-metadata-token: ${token}" "${IMDS}/latest/meta-data/$1"
+}
+region=$(imds placement/region) || die "cannot read the region from instance metadata"
+instance_id=$(imds instance-id) || die "cannot read the instance id from instance metadata"
+[[ ${region} =~ ^[a-z]{2}(-[a-z]+)+-[0-9]+$ ]] || die "unexpected region '${region}'"
+[[ ${instance_id} =~ ^i-[0-9a-f]{8,17}$ ]] || die "unexpected instance id '${instance_id}'"
+
+# Tag value from instance metadata when tags are exposed there, else from the
+# EC2 API (tags can take a moment to appear on a new instance).
+read_tag() {
+  local key=$1 value attempt
+  if value=$(imds "tags/instance/${key}" 2>/dev/null) && [[ -n ${value} ]]; then
+    printf '%s' "${value}"
+    return 0
+  fi
+  for attempt in 1 2 3 4 5 6; do
+    value=$(aws ec2 describe-tags --region "${region}" --output text \
+      --filters "Name=resource-id,Values=${instance_id}" "Name=key,Values=${key}" \
+      --query 'Tags[0].Value') || value=
+    if [[ -n ${value} && ${value} != None ]]; then
+      printf '%s' "${value}"
+      return 0
+    fi
+    sleep $((attempt * 5))
+  done
+  return 1
+}
+
+cluster=$(read_tag bosun:cluster) || die "instance has no bosun:cluster tag"
+roles_tag=$(read_tag bosun:role) || die "instance has no bosun:role tag"
+[[ ${cluster} =~ ^[a-z0-9-]{1,32}$ ]] || die "bosun:cluster must match ^[a-z0-9-]{1,32}\$ (got '${cluster}')"
+
+has_web=false has_agent=false has_coordinator=false
+roles_seen=
+IFS=',' read -r -a roles <<<"${roles_tag}"
+for role in "${roles[@]}"; do
+  role=${role//[[:space:]]/}
+  roles_seen+="${roles_seen:+,}${role}"
+  case ${role} in
+    web) has_web=true has_agent=true ;;
+    db | balancer) has_agent=true ;;
+    coordinator) has_coordinator=true ;;
+    *) die "bosun:role holds unknown role '${role}' (known: web, db, balancer, coordinator)" ;;
+  esac
+done
+${has_agent} || ${has_coordinator} || die "bosun:role is empty"
+log "instance ${instance_id} in ${region}, cluster ${cluster}, roles ${roles_tag}"
+
+if ${has_web}; then
+  apt_install git openssh-client
+fi
+
+# ---- user ---------------------------------------------------------------------
+if ! getent passwd bosun >/dev/null; then
+  log "creating user bosun"
+  group_opt=(--user-group)
+  getent group bosun >/dev/null && group_opt=(--gid bosun)
+  useradd --system "${group_opt[@]}" --home-dir /var/lib/bosun --no-create-home \
+    --shell /usr/sbin/nologin --comment "Bosun agent" bosun
+fi
+
+# ---- Bosun release ----------------------------------------------------------------
+log "fetching s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY}"
+aws s3 cp --only-show-errors --region "${region}" \
+  "s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY}" "${work}/bosun.tgz"
+digest=$(sha256sum "${work}/bosun.tgz" | cut -c1-64)
+release="${RELEASES}/${digest}"
+previous=$(readlink -e "${PREFIX}" || true)
+changed=false     # this run installed a new release
+reconfigured=false # this run changed a setting, key or the trust file
+
+if [[ ! -x ${release}/bin/bosun ]]; then
+  log "unpacking release ${digest:0:12}"
+  install -d -m 0755 "${RELEASES}"
+  rm -rf -- "${release}.partial"
+  install -d -m 0755 "${release}.partial"
+  tar -xzf "${work}/bosun.tgz" -C "${release}.partial" --no-same-owner --no-same-permissions
+  # Accept a tarball with the repo at its root or inside one top-level folder.
+  root="${release}.partial"
+  if [[ ! -e ${root}/package.json ]]; then
+    mapfile -t top < <(find "${root}" -mindepth 1 -maxdepth 1)
+    if ((${#top[@]} != 1)) || [[ ! -d ${top[0]} || ! -e ${top[0]}/package.json ]]; then
+      die "${BOSUN_DIST_KEY} holds no package.json at its root or in one top-level folder"
+    fi
+    root=${top[0]}
+  fi
+  [[ -x ${root}/bin/bosun ]] || die "${BOSUN_DIST_KEY} has no executable bin/bosun"
+  node_bin="${root}/node_modules/node/bin/node"
+  [[ -x ${node_bin} ]] || die "${BOSUN_DIST_KEY} has no node_modules/node/bin/node"
+  node_version=$("${node_bin}" --version) \
+    || die "the Node.js in ${BOSUN_DIST_KEY} does not run here (built for another CPU architecture?)"
+  [[ ${node_version} == v24.* ]] || die "expected Node.js 24 in ${BOSUN_DIST_KEY}, found ${node_version}"
+  if [[ ${root} != "${release}.partial" ]]; then
+    mv -T -- "${root}" "${release}.root"
+    rm -rf -- "${release}.partial"
+    mv -T -- "${release}.root" "${release}.partial"
+  fi
+  chmod -R go-w "${release}.partial"
+  rm -rf -- "${release}"
+  mv -T -- "${release}.partial" "${release}"
+fi
+
+if [[ ${previous} != "${release}" ]]; then
+  # An /opt/bosun that is a plain directory (an older manual install) is kept aside.
+  if [[ -d ${PREFIX} && ! -L ${PREFIX} ]]; then
+    mv -T -- "${PREFIX}" "${RELEASES}/manual-$(date +%Y%m%d%H%M%S)"
+  fi
+  # One rename(2) swaps the running version.
+  rm -rf -- "${PREFIX}.new"
+  ln -sfn -- "${release}" "${PREFIX}.new"
+  mv -T -- "${PREFIX}.new" "${PREFIX}"
+  changed=true
+  log "Bosun at ${PREFIX} is now release ${digest:0:12}"
+fi
+
+# After an upgrade keep the new and the previous release (and any manual-*
+# install) only, so going back is one symlink away.
+if ${changed}; then
+  while IFS= read -r -d '' dir; do
+    [[ ${dir} == "${release}" || ${dir} == "${previous}" || ${dir##*/} == manual-* ]] || rm -rf -- "${dir}"
+  done < <(find "${RELEASES}" -mindepth 1 -maxdepth 1 -type d -print0)
+fi
+
+# bin/bosun runs on the Node.js pinned beside it.
+ln -sfn "${PREFIX}/bin/bosun" /usr/local/bin/bosun
+
+# ---- /etc/bosun: settings, keys, trust -------------------------------------------
+install -d -m 0750 -o root -g bosun "${ETC}" "${ETC}/keys"
+
+# write_file PATH MODE: stdin to PATH (owner root, group bosun) in one rename;
+# notes whether the content changed, so the services can be restarted.
+write_file() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  cat >"${tmp}"
+  chown root:bosun "${tmp}"
+  chmod "$2" "${tmp}"
+  cmp -s -- "${tmp}" "$1" || reconfigured=true
+  mv -f -- "${tmp}" "$1"
+}
+
+# fetch_key NAME: the SecureString /bosun/<cluster>/signing-keys/NAME to keys/NAME.pem.
+fetch_key() {
+  local name=$1 parameter="/bosun/${cluster}/signing-keys/$1"
+  log "fetching signing key ${parameter}"
+  (
+    umask 077
+    aws ssm get-parameter --region "${region}" --with-decryption \
+      --name "${parameter}" --query Parameter.Value --output text >"${work}/key"
+  ) || die "cannot read SSM parameter ${parameter}; create it (deploy/README.md, Keys)"
+  [[ -s ${work}/key ]] || die "SSM parameter ${parameter} is empty"
+  write_file "${ETC}/keys/${name}.pem" 0440 <"${work}/key"
+  rm -f -- "${work}/key"
+}
+
+# Not a pipeline: write_file must run in this shell to record a change.
+write_file "${ETC}/env" 0640 < <(
+  printf '%s\n' "# Written by bosun-bootstrap; it is rewritten on every run." \
+    "# These override /etc/bosun/bosun.json. Site settings belong in bosun.json." \
+    "# Roles at the last run (a change restarts the services): ${roles_seen}" \
+    "AWS_REGION=${region}" "BOSUN_CLUSTER=${cluster}" "BOSUN_BUCKET=${BOSUN_BUCKET}"
+  if ${has_agent}; then
+    printf '%s\n' "BOSUN_KEY_ID=fleet" "BOSUN_SIGNING_KEY=${ETC}/keys/fleet.pem"
+  fi
+)
+
+if ${has_agent}; then
+  fetch_key fleet
+fi
+if ${has_coordinator}; then
+  fetch_key coordinator
+  write_file "${ETC}/coordinator.env" 0640 <<EOF
+# Written by bosun-bootstrap; read after /etc/bosun/env by bosun-coordinator.service.
+BOSUN_KEY_ID=coordinator
+BOSUN_SIGNING_KEY=${ETC}/keys/coordinator.pem
+BOSUN_STATE_DIR=/var/lib/bosun-coordinator
+EOF
+fi
+# Site settings are yours to edit; the services expect the file to exist.
+if [[ ! -e ${ETC}/bosun.json ]]; then
+  write_file "${ETC}/bosun.json" 0640 <<<'{}'
+fi
+
+# A private key stays only on a node whose roles use it.
+if ! ${has_agent}; then
+  rm -f -- "${ETC}/keys/fleet.pem"
+fi
+if ! ${has_coordinator}; then
+  rm -f -- "${ETC}/keys/coordinator.pem" "${ETC}/coordinator.env"
+fi
+
+# The trust file holds public keys only. dist/ is writable by the same people
+# who can replace the Bosun code itself, so taking it from there trusts no one new.
+if aws s3 cp --only-show-errors --region "${region}" \
+  "s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}" "${work}/trust.json" 2>/dev/null; then
+  "${PREFIX}/node_modules/node/bin/node" -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' \
+    <"${work}/trust.json" || die "s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY} is not valid JSON"
+  write_file "${ETC}/trust.json" 0640 <"${work}/trust.json"
+  log "installed ${ETC}/trust.json from s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}"
+elif [[ -e ${ETC}/trust.json ]]; then
+  log "no s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}; keeping the ${ETC}/trust.json in place"
+else
+  log "warning: no ${ETC}/trust.json and none at s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}"
+fi
+
+# ---- systemd ------------------------------------------------------------------
+for unit in bosun-agent.service bosun-sync.service bosun-coordinator.service; do
+  install -m 0644 "${PREFIX}/deploy/systemd/${unit}" "${UNIT_DIR}/${unit}"
+done
+systemctl daemon-reload
+
+# converge UNIT WANTED [RESTART]: enable and start, or disable and stop. With
+# RESTART=true a running unit is restarted when this run changed the release,
+# a setting, a key or the trust file.
+converge() {
+  local unit=$1 wanted=$2 restart=${3:-true}
+  if [[ ${wanted} == false ]]; then
+    if systemctl is-enabled --quiet "${unit}" || systemctl is-active --quiet "${unit}"; then
+      log "disabling ${unit}"
+      systemctl disable --now "${unit}" || return 1
+    fi
+    return 0
+  fi
+  systemctl enable "${unit}" || return 1
+  if ${restart} && { ${changed} || ${reconfigured}; } && systemctl is-active --quiet "${unit}"; then
+    log "restarting ${unit} to apply the new release or settings"
+    systemctl restart "${unit}" || return 1
+  else
+    systemctl start "${unit}" || return 1
+  fi
+}
+
+if ${has_web}; then
+  install -d -m 0755 -o bosun -g bosun /srv/www
+fi
+# bosun-sync runs once per boot; on an upgrade the running agent keeps the
+# site current, so it is not run again. If it fails the agent still starts (it
+# can apply the next release), and this script fails at the end.
+sync_ok=true
+converge bosun-sync.service "${has_web}" false || sync_ok=false
+converge bosun-agent.service "${has_agent}"
+converge bosun-coordinator.service "${has_coordinator}"
+${sync_ok} || die "bosun-sync.service failed; see: journalctl -u bosun-sync.service"
+
+log "done"

@@ -1,0 +1,258 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { createAwsClients, destroyAwsClients, Bus, ensureTopic, EventWatcher, names, type AwsClients } from "@bosun/aws";
+import { TrustStore, createMessage, loadSigner, type Envelope, type NewMessage, type Signer } from "@bosun/core";
+import { spawnBosun, type BosunProcess } from "../../packages/cli/src/children.ts";
+import { startEmulator, type Emulator } from "../../packages/cli/src/emulator.ts";
+import { keysGenerate } from "../../packages/cli/src/commands/keys.ts";
+
+export type LogRecord = Record<string, unknown> & { msg?: string; level?: number };
+
+/** Waits for the first item matching `match`, looking at what has been seen already, then at what comes. */
+class Waitable<T> {
+  readonly items: T[] = [];
+  #waiters: { match: (item: T) => boolean; resolve: (item: T) => void }[] = [];
+
+  push(item: T): void {
+    this.items.push(item);
+    this.#waiters = this.#waiters.filter((w) => (w.match(item) ? (w.resolve(item), false) : true));
+  }
+
+  wait(match: (item: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+    const found = this.items.find(match);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`timed out after ${timeoutMs}ms waiting for ${what}`));
+      }, timeoutMs);
+      const done = (item: T) => {
+        clearTimeout(timer);
+        resolve(item);
+      };
+      this.#waiters.push({ match, resolve: done });
+    });
+  }
+}
+
+export interface TestProcess extends BosunProcess {
+  logs: Waitable<LogRecord>;
+  waitForLog(match: (r: LogRecord) => boolean, what: string, timeoutMs?: number): Promise<LogRecord>;
+}
+
+/**
+ * A fleet for one test file: the emulator in this process, keys and a trust file in a temp
+ * directory, a unique cluster, and agents started as real `bosun agent` processes.
+ */
+export class TestFleet {
+  readonly dir: string;
+  readonly cluster: string;
+  readonly emulator: Emulator;
+  readonly clients: AwsClients;
+  readonly events = new Waitable<Envelope>();
+  readonly processes: TestProcess[] = [];
+  readonly signers = new Map<string, Signer>();
+  readonly trust: TrustStore;
+  #bus: Bus | undefined;
+  #watcher: EventWatcher | undefined;
+  #watching = new AbortController();
+  #watchLoop: Promise<void> | undefined;
+  readonly configFile: string;
+
+  private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string) {
+    this.dir = dir;
+    this.cluster = `t${randomBytes(4).toString("hex")}`;
+    this.emulator = emulator;
+    this.trust = trust;
+    this.configFile = configFile;
+    this.clients = createAwsClients({ endpoint: emulator.endpoint, region: "us-east-1" });
+  }
+
+  static async start(settings: Record<string, unknown> = {}): Promise<TestFleet> {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-test-"));
+    const emulator = await startEmulator({ dir: join(dir, "emulator"), port: 0 });
+    try {
+      return await TestFleet.#setUp(dir, emulator, settings);
+    } catch (error) {
+      await emulator.stop().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  static async #setUp(dir: string, emulator: Emulator, settings: Record<string, unknown>): Promise<TestFleet> {
+    const keys = join(dir, "keys");
+    const trustFile = join(keys, "trust.json");
+    for (const [id, allow] of [
+      ["oncall", ["*"]],
+      ["ci", ["release"]],
+      ["fleet", ["event:*"]],
+      ["coordinator", ["*", "event:*"]],
+    ] as const) {
+      await keysGenerate({ id, allow: [...allow], dir: keys, trustFile });
+    }
+    // A key nobody trusts: its public half never reaches the trust file.
+    await keysGenerate({ id: "rogue", allow: ["*"], dir: join(dir, "rogue-keys"), trustFile: join(dir, "rogue-keys", "trust.json") });
+    const configFile = join(dir, "bosun.json");
+    const fleet = new TestFleet(dir, emulator, TrustStore.load(trustFile), configFile);
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        cluster: fleet.cluster,
+        bucket: `b-${fleet.cluster}`,
+        trustFile,
+        keyId: "oncall",
+        signingKey: join(keys, "oncall.key"),
+        heartbeatSeconds: 1,
+        lostAfterSeconds: 4,
+        visibilityTimeoutSeconds: 5,
+        shutdownDeadlineSeconds: 10,
+        ...settings,
+      }),
+    );
+    for (const id of ["oncall", "ci", "fleet", "coordinator"]) fleet.signers.set(id, loadSigner(id, join(keys, `${id}.key`)));
+    fleet.signers.set("rogue", loadSigner("rogue", join(dir, "rogue-keys", "rogue.key")));
+    const topicArn = await ensureTopic(fleet.clients, fleet.cluster);
+    fleet.#bus = new Bus({ clients: fleet.clients }, { topicArn });
+    fleet.#watcher = await EventWatcher.open(
+      { clients: fleet.clients, trust: fleet.trust },
+      { cluster: fleet.cluster, topicArn, maxBytes: 262144 },
+    );
+    fleet.#watchLoop = (async () => {
+      for await (const item of fleet.#watcher!.events(fleet.#watching.signal)) if (item.ok) fleet.events.push(item.envelope);
+    })();
+    // Ensure the bucket exists the way `bosun init` makes it.
+    await fleet.bosun(["init", "--json"]);
+    return fleet;
+  }
+
+  env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return {
+      PATH: process.env["PATH"],
+      HOME: process.env["HOME"],
+      AWS_ENDPOINT_URL: this.emulator.endpoint,
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "test",
+      AWS_SECRET_ACCESS_KEY: "test",
+      BOSUN_CONFIG: this.configFile,
+      ...extra,
+    };
+  }
+
+  /** Starts `bosun agent` for a node and waits until it is receiving. */
+  async startAgent(nodeId: string, roles: string[], env: Record<string, string> = {}): Promise<TestProcess> {
+    const proc = this.spawn(nodeId, ["agent", "--node-id", nodeId, ...roles.flatMap((r) => ["--role", r])], {
+      BOSUN_STATE_DIR: this.stateDir(nodeId),
+      BOSUN_KEY_ID: "fleet",
+      BOSUN_SIGNING_KEY: join(this.dir, "keys", "fleet.key"),
+      ...env,
+    });
+    await Promise.race([
+      proc.waitForLog((r) => r.msg === "agent running", `${nodeId} to start`, 20_000),
+      proc.exited.then((e) => Promise.reject(new Error(`${nodeId} exited early with ${e.code ?? e.signal}`))),
+    ]);
+    return proc;
+  }
+
+  async startCoordinator(env: Record<string, string> = {}): Promise<TestProcess> {
+    const proc = this.spawn("coordinator", ["coordinator"], {
+      BOSUN_KEY_ID: "coordinator",
+      BOSUN_SIGNING_KEY: join(this.dir, "keys", "coordinator.key"),
+      ...env,
+    });
+    await proc.waitForLog((r) => r.msg === "coordinator running", "the coordinator to start", 20_000);
+    return proc;
+  }
+
+  stateDir(nodeId: string): string {
+    return join(this.dir, "nodes", nodeId);
+  }
+
+  spawn(name: string, args: string[], env: Record<string, string> = {}): TestProcess {
+    const logs = new Waitable<LogRecord>();
+    const proc = spawnBosun({
+      name,
+      args,
+      env: this.env(env),
+      onLine: (line) => {
+        try {
+          logs.push(JSON.parse(line) as LogRecord);
+        } catch {
+          logs.push({ msg: line, raw: true });
+        }
+      },
+    });
+    const test: TestProcess = {
+      ...proc,
+      logs,
+      waitForLog: (match, what, timeoutMs = 15_000) => logs.wait(match, timeoutMs, `${name}: ${what}`),
+    };
+    this.processes.push(test);
+    return test;
+  }
+
+  /** Runs a `bosun` command to completion and returns its output and exit code. */
+  async bosun(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    const out: string[] = [];
+    const err: string[] = [];
+    const proc = spawnBosun({ name: "cli", args, env: this.env(env), onLine: (line, stream) => (stream === "stdout" ? out : err).push(line) });
+    const { code } = await proc.exited;
+    // Let readline deliver the last lines.
+    await new Promise((r) => setImmediate(r));
+    return { code, stdout: out.join("\n"), stderr: err.join("\n") };
+  }
+
+  command(type: string, payload: unknown, target: NewMessage["target"], options: { key?: string; ttlSeconds?: number; now?: Date } = {}): Envelope {
+    return createMessage(this.signers.get(options.key ?? "oncall")!, {
+      kind: "command",
+      type,
+      payload,
+      target,
+      ttlSeconds: options.ttlSeconds ?? 300,
+      ...(options.now ? { now: options.now } : {}),
+    });
+  }
+
+  async publish(envelope: Envelope): Promise<void> {
+    await this.#bus!.publish(envelope);
+  }
+
+  async publishRaw(body: string, attributes: Record<string, string>): Promise<void> {
+    await this.#bus!.publishRaw(body, attributes);
+  }
+
+  waitForEvent(match: (e: Envelope) => boolean, what: string, timeoutMs = 15_000): Promise<Envelope> {
+    return this.events.wait(match, timeoutMs, what);
+  }
+
+  eventsFor(commandId: string, type?: string): Envelope[] {
+    return this.events.items.filter((e) => e.correlationId === commandId && (!type || e.type === type));
+  }
+
+  /** The first event of `type` about a command from a node. */
+  waitForNodeEvent(commandId: string, nodeId: string, type: string, timeoutMs = 15_000): Promise<Envelope> {
+    return this.waitForEvent(
+      (e) => e.correlationId === commandId && e.type === type && (e.payload as { node: { id: string } }).node.id === nodeId,
+      `${type} from ${nodeId} for ${commandId}`,
+      timeoutMs,
+    );
+  }
+
+  nodeQueueName(nodeId: string): string {
+    return names.nodeQueue(this.cluster, nodeId);
+  }
+
+  async close(): Promise<void> {
+    const errors: unknown[] = [];
+    await Promise.allSettled(this.processes.map((p) => p.stop(15_000)));
+    this.#watching.abort();
+    await this.#watchLoop?.catch((e: unknown) => errors.push(e));
+    await this.#watcher?.close().catch((e: unknown) => errors.push(e));
+    destroyAwsClients(this.clients);
+    await this.emulator.stop().catch((e: unknown) => errors.push(e));
+    await rm(this.dir, { recursive: true, force: true });
+    if (errors.length) throw new AggregateError(errors, "test fleet did not close cleanly");
+  }
+}

@@ -1,0 +1,298 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { routingAttributes, type Envelope } from "@bosun/core";
+import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
+
+async function probeLog(fleet: TestFleet, nodeId: string): Promise<string[]> {
+  try {
+    return (await readFile(join(fleet.stateDir(nodeId), "probe.log"), "utf8")).split("\n").filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+const countInLog = (lines: string[], id: string) => lines.filter((l) => l.startsWith(`${id} `)).length;
+
+async function queueDepth(fleet: TestFleet, queueName: string): Promise<number> {
+  const { QueueUrl } = await fleet.clients.sqs.send(new GetQueueUrlCommand({ QueueName: queueName }));
+  const { Attributes } = await fleet.clients.sqs.send(
+    new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"] }),
+  );
+  return Number(Attributes?.["ApproximateNumberOfMessages"] ?? 0) + Number(Attributes?.["ApproximateNumberOfMessagesNotVisible"] ?? 0);
+}
+
+/** Reads everything in a dead-letter queue, with the refusal reason Bosun attached. */
+async function deadLetters(fleet: TestFleet, queueName: string): Promise<{ body: string; reason: string }[]> {
+  const { QueueUrl } = await fleet.clients.sqs.send(new GetQueueUrlCommand({ QueueName: `${queueName}-dlq` }));
+  const seen: { body: string; reason: string }[] = [];
+  for (;;) {
+    const out = await fleet.clients.sqs.send(
+      new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60, MessageAttributeNames: ["All"] }),
+    );
+    if (!out.Messages?.length) return seen;
+    for (const m of out.Messages) seen.push({ body: m.Body ?? "", reason: m.MessageAttributes?.["bosun.reason"]?.StringValue ?? "" });
+  }
+}
+
+describe("commands reach exactly their targets", () => {
+  let fleet: TestFleet;
+  before(async () => {
+    fleet = await TestFleet.start();
+    await Promise.all([fleet.startAgent("web-1", ["web"]), fleet.startAgent("web-2", ["web"]), fleet.startAgent("lb-1", ["balancer"])]);
+  });
+  after(() => fleet.close());
+
+  it("a command for the web role reaches every web agent and no other", async () => {
+    const command = fleet.command("probe", {}, { roles: ["web"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "web-1", "done");
+    await fleet.waitForNodeEvent(command.id, "web-2", "done");
+    assert.equal(countInLog(await probeLog(fleet, "web-1"), command.id), 1);
+    assert.equal(countInLog(await probeLog(fleet, "web-2"), command.id), 1);
+    // SNS fans out at publish time, so anything for lb-1 would be in its queue or its log by now.
+    assert.equal(await queueDepth(fleet, fleet.nodeQueueName("lb-1")), 0);
+    assert.equal(countInLog(await probeLog(fleet, "lb-1"), command.id), 0);
+    assert.deepEqual(
+      fleet.eventsFor(command.id).map((e) => (e.payload as { node: { id: string } }).node.id).filter((id) => id === "lb-1"),
+      [],
+    );
+  });
+
+  it("a command for one node id reaches that node alone", async () => {
+    const command = fleet.command("probe", {}, { nodes: ["web-2"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "web-2", "done");
+    assert.equal(countInLog(await probeLog(fleet, "web-1"), command.id), 0);
+    assert.equal(await queueDepth(fleet, fleet.nodeQueueName("web-1")), 0);
+    assert.equal(await queueDepth(fleet, fleet.nodeQueueName("lb-1")), 0);
+  });
+
+  it("`bosun send --wait` shows every target's result and exits 0", async () => {
+    const { code, stdout } = await fleet.bosun(["send", "probe", "--target", "role:web", "--wait", "--timeout", "20", "--json"]);
+    assert.equal(code, 0);
+    const result = JSON.parse(stdout) as { result: { nodes: { node: string; state: string }[]; ok: boolean } };
+    assert.deepEqual(result.result.nodes.map((n) => `${n.node}:${n.state}`), ["web-1:done", "web-2:done"]);
+  });
+
+  it("`bosun send --wait` exits 1 and names a target node that did not answer", async () => {
+    const { code, stdout } = await fleet.bosun(["send", "probe", "--target", "node:ghost-1", "--wait", "--timeout", "3"]);
+    assert.equal(code, 1);
+    assert.match(stdout, /No answer in time: ghost-1/);
+  });
+});
+
+describe("bad input is refused, dead-lettered and survived", () => {
+  let fleet: TestFleet;
+  let agent: TestProcess;
+  const node = "web-1";
+  before(async () => {
+    fleet = await TestFleet.start({ maxMessageBytes: 4096 });
+    agent = await fleet.startAgent(node, ["web"]);
+  });
+  after(() => fleet.close());
+
+  const target = { nodes: [node] };
+  const attributes = (e: Envelope | Omit<Envelope, "sig">) => routingAttributes(e);
+  const rawAttributes = { kind: "command", type: "probe", correlation: "raw", "to.node.web-1": "1" };
+
+  /** Publishes bad input, expects a refusal with `reason`, then proves the agent still serves a good command. */
+  async function expectRefused(reason: string, publish: () => Promise<void>, correlation?: string): Promise<void> {
+    const before = agent.logs.items.length;
+    await publish();
+    const refused = await fleet.waitForEvent(
+      (e) => e.type === "refused" && (e.payload as { reason: string }).reason === reason && (!correlation || e.correlationId === correlation),
+      `a refused event with reason ${reason}`,
+    );
+    assert.equal((refused.payload as { node: { id: string } }).node.id, node);
+    await agent.waitForLog((r) => r["reason"] === reason && String(r.msg).startsWith("refused message"), `a log line for ${reason}`);
+    assert.ok(agent.logs.items.length > before);
+    const good = fleet.command("probe", {}, target);
+    await fleet.publish(good);
+    await fleet.waitForNodeEvent(good.id, node, "done");
+  }
+
+  it("malformed JSON", () => expectRefused("malformed-json", () => fleet.publishRaw("{not json", rawAttributes)));
+
+  it("an oversized body", () =>
+    expectRefused("oversized", async () => {
+      const big = fleet.command("probe", { seconds: 0, note: "x".repeat(100) }, target);
+      await fleet.publishRaw(JSON.stringify({ ...big, padding: "y".repeat(5000) }), attributes(big));
+    }));
+
+  it("an unsigned command", () =>
+    expectRefused("unsigned", async () => {
+      const { sig: _sig, ...unsigned } = fleet.command("probe", {}, target);
+      await fleet.publishRaw(JSON.stringify(unsigned), attributes(unsigned));
+    }));
+
+  it("a key the node does not trust", () =>
+    expectRefused("unknown-key", () => fleet.publish(fleet.command("probe", {}, target, { key: "rogue" }))));
+
+  it("a trusted key sending a type it may not send", () =>
+    expectRefused("not-allowed", () => fleet.publish(fleet.command("probe", {}, target, { key: "ci" }))));
+
+  it("a tampered command", () =>
+    expectRefused("bad-signature", async () => {
+      const signed = fleet.command("probe", { seconds: 0 }, target);
+      const tampered = { ...signed, payload: { seconds: 1 } };
+      await fleet.publishRaw(JSON.stringify(tampered), attributes(tampered));
+    }));
+
+  it("an expired command", () =>
+    expectRefused("expired", () =>
+      fleet.publish(fleet.command("probe", {}, target, { ttlSeconds: 10, now: new Date(Date.now() - 3600_000) })),
+    ));
+
+  it("an unknown command type", () => expectRefused("unknown-type", () => fleet.publish(fleet.command("format-disks", {}, target))));
+
+  it("a payload that fails its schema", () =>
+    expectRefused("bad-payload", () => fleet.publish(fleet.command("probe", { seconds: "ten" }, target))));
+
+  it("a replayed command has its effect once", async () => {
+    const command = fleet.command("probe", {}, target);
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, node, "done");
+    await expectRefused("replayed", () => fleet.publish(command), command.id);
+    assert.equal(countInLog(await probeLog(fleet, node), command.id), 1);
+    assert.equal(fleet.eventsFor(command.id, "done").length, 1);
+  });
+
+  it("keeps every refused message in the dead-letter queue with its reason", async () => {
+    const letters = await deadLetters(fleet, fleet.nodeQueueName(node));
+    const reasons = new Set(letters.map((l) => l.reason));
+    for (const reason of ["malformed-json", "oversized", "unsigned", "unknown-key", "not-allowed", "bad-signature", "expired", "unknown-type", "bad-payload", "replayed"]) {
+      assert.ok(reasons.has(reason), `dead-letter queue holds a message refused for ${reason}; has ${[...reasons].join(", ")}`);
+    }
+    assert.ok(letters.some((l) => l.body === "{not json"), "the malformed body is kept as it came");
+    assert.equal(agent.child.exitCode, null, "the agent is still running");
+  });
+});
+
+describe("long work, restarts and stops", () => {
+  let fleet: TestFleet;
+  before(async () => {
+    fleet = await TestFleet.start({ visibilityTimeoutSeconds: 2 });
+  });
+  after(() => fleet.close());
+
+  it("keeps a job longer than the visibility timeout invisible while it runs", async () => {
+    const agent = await fleet.startAgent("slow-1", ["web"]);
+    const command = fleet.command("probe", { seconds: 5 }, { nodes: ["slow-1"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "slow-1", "done", 20_000);
+    assert.equal(fleet.eventsFor(command.id, "ack").length, 1);
+    assert.equal((fleet.eventsFor(command.id, "ack")[0]!.payload as { receiveCount: number }).receiveCount, 1);
+    assert.equal(agent.logs.items.filter((r) => String(r.msg).includes("redelivered")).length, 0);
+    await agent.stop();
+  });
+
+  it("a command redelivered after the agent was SIGKILLed mid-job is resumed and has its effect once", async () => {
+    const first = await fleet.startAgent("crash-1", ["web"]);
+    const command = fleet.command("probe", { seconds: 3 }, { nodes: ["crash-1"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "crash-1", "ack");
+    first.child.kill("SIGKILL");
+    await first.exited;
+    assert.equal(fleet.eventsFor(command.id, "done").length, 0);
+
+    await fleet.startAgent("crash-1", ["web"]);
+    const done = await fleet.waitForNodeEvent(command.id, "crash-1", "done", 30_000);
+    const acks = fleet.eventsFor(command.id, "ack").map((e) => e.payload as { resumed: boolean; receiveCount: number });
+    assert.deepEqual(acks.map((a) => a.resumed), [false, true]);
+    assert.ok(done);
+    assert.equal(countInLog(await probeLog(fleet, "crash-1"), command.id), 1);
+    assert.equal(fleet.eventsFor(command.id, "done").length, 1);
+  });
+
+  it("SIGTERM during a job that fits the deadline: the job finishes and the agent exits 0", async () => {
+    const agent = await fleet.startAgent("term-1", ["web"], { BOSUN_SHUTDOWN_DEADLINE: "30" });
+    const command = fleet.command("probe", { seconds: 2 }, { nodes: ["term-1"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "term-1", "ack");
+    agent.child.kill("SIGTERM");
+    const exit = await agent.exited;
+    assert.equal(exit.code, 0);
+    await fleet.waitForNodeEvent(command.id, "term-1", "done");
+    assert.equal(countInLog(await probeLog(fleet, "term-1"), command.id), 1);
+  });
+
+  it("SIGTERM during a job longer than the deadline: it is reported interrupted, never done, and the agent exits 0", async () => {
+    const agent = await fleet.startAgent("term-2", ["web"], { BOSUN_SHUTDOWN_DEADLINE: "1" });
+    const command = fleet.command("probe", { seconds: 60 }, { nodes: ["term-2"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "term-2", "ack");
+    agent.child.kill("SIGTERM");
+    const exit = await agent.exited;
+    assert.equal(exit.code, 0);
+    await fleet.waitForEvent(
+      (e) => e.correlationId === command.id && e.type === "progress" && String((e.payload as { message: string }).message).includes("interrupted"),
+      "an interrupted report",
+    );
+    assert.equal(fleet.eventsFor(command.id, "done").length, 0);
+    assert.equal(countInLog(await probeLog(fleet, "term-2"), command.id), 0);
+  });
+});
+
+describe("the coordinator keeps fleet state", () => {
+  let fleet: TestFleet;
+  before(async () => {
+    fleet = await TestFleet.start({ heartbeatSeconds: 1, lostAfterSeconds: 3 });
+  });
+  after(() => fleet.close());
+
+  it("reports a node that stops heartbeating as lost and publishes node-down", async () => {
+    await fleet.startCoordinator();
+    const agent = await fleet.startAgent("gone-1", ["web"]);
+    await fleet.waitForEvent((e) => e.type === "heartbeat" && (e.payload as { node: { id: string } }).node.id === "gone-1", "a heartbeat");
+    const listed = await fleet.bosun(["nodes", "--json"]);
+    assert.equal((JSON.parse(listed.stdout) as { id: string; status: string }[]).find((n) => n.id === "gone-1")?.status, "up");
+    agent.child.kill("SIGKILL");
+    const down = await fleet.waitForEvent(
+      (e) => e.type === "node-down" && (e.payload as { node: { id: string } }).node.id === "gone-1",
+      "node-down for gone-1",
+      20_000,
+    );
+    assert.equal((down.payload as { reason: string }).reason, "lost");
+    assert.equal(down.issuer, "coordinator");
+    const after = await fleet.bosun(["nodes", "--json"]);
+    assert.equal((JSON.parse(after.stdout) as { id: string; status: string }[]).find((n) => n.id === "gone-1")?.status, "lost");
+  });
+
+  it("a decommissioned node announces node-down, removes its queue and exits 0", async () => {
+    const agent = await fleet.startAgent("retire-1", ["web"]);
+    const command = fleet.command("decommission", { reason: "scale in" }, { nodes: ["retire-1"] });
+    await fleet.publish(command);
+    await fleet.waitForNodeEvent(command.id, "retire-1", "done");
+    const down = await fleet.waitForEvent(
+      (e) => e.type === "node-down" && (e.payload as { node: { id: string } }).node.id === "retire-1",
+      "node-down for retire-1",
+    );
+    assert.equal((down.payload as { reason: string }).reason, "decommissioned");
+    assert.equal((await agent.exited).code, 0);
+    await assert.rejects(queueDepth(fleet, fleet.nodeQueueName("retire-1")), /does not exist|NonExistentQueue/i);
+  });
+});
+
+describe("scheduled commands", () => {
+  it("the coordinator publishes a scheduled command that agents carry out", async () => {
+    const fleet = await TestFleet.start();
+    try {
+      await fleet.startAgent("cron-web-1", ["web"]);
+      await fleet.startCoordinator({
+        BOSUN_SCHEDULES: JSON.stringify([{ name: "probe-web", cron: "* * * * * *", type: "probe", target: "role:web", payload: {} }]),
+      });
+      const done = await fleet.waitForEvent(
+        (e) => e.type === "done" && (e.payload as { node: { id: string } }).node.id === "cron-web-1",
+        "a scheduled probe to finish",
+      );
+      const ack = fleet.eventsFor(done.correlationId, "ack")[0];
+      assert.ok(ack, "the scheduled command was acknowledged");
+      assert.equal((await probeLog(fleet, "cron-web-1")).length >= 1, true);
+    } finally {
+      await fleet.close();
+    }
+  });
+});
