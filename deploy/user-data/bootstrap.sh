@@ -304,8 +304,15 @@ fi
 # bosun-sync runs once per boot; on an upgrade the running agent keeps the
 # site current, so it is not run again. If it fails the agent still starts (it
 # can apply the next release), and this script fails at the end.
+# Boot-time sync comes with the web role's release support; a Bosun build
+# without `agent --sync-once` leaves the unit off so nginx is not held back.
+wants_sync=${has_web}
+if ${has_web} && ! "${PREFIX}/bin/bosun" agent --help | grep -q -- '--sync-once'; then
+  log "this Bosun build has no 'agent --sync-once'; bosun-sync.service stays disabled"
+  wants_sync=false
+fi
 sync_ok=true
-converge bosun-sync.service "${has_web}" false || sync_ok=false
+converge bosun-sync.service "${wants_sync}" false || sync_ok=false
 converge bosun-agent.service "${has_agent}"
 converge bosun-coordinator.service "${has_coordinator}"
 ${sync_ok} || die "bosun-sync.service failed; see: journalctl -u bosun-sync.service"

@@ -1,0 +1,127 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { spawnBosun } from "../packages/cli/src/children.ts";
+
+/** Runs `bosun ARGS` in `cwd` with a bare environment: no AWS settings at all. */
+async function bosun(args: string[], cwd: string, env: Record<string, string> = {}) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const proc = spawnBosun({
+    name: "cli",
+    args,
+    cwd,
+    env: { PATH: process.env["PATH"], HOME: process.env["HOME"], ...env },
+    onLine: (line, stream) => (stream === "stdout" ? out : err).push(line),
+  });
+  const { code } = await proc.exited;
+  await new Promise((r) => setImmediate(r));
+  return { code, stdout: out.join("\n"), stderr: err.join("\n") };
+}
+
+/** Processes whose working directory is `dir`: what `bosun dev` started there. */
+async function processesIn(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => undefined);
+    if (cwd === dir) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+describe("bosun dev", () => {
+  it("runs a local fleet that `bosun nodes` lists from the same directory, and Ctrl-C stops it all", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
+    try {
+      const lines: string[] = [];
+      let ready!: () => void;
+      const running = new Promise<void>((r) => (ready = r));
+      const dev = spawnBosun({
+        name: "dev",
+        args: ["dev", "--port", "0", "--no-db"],
+        cwd: dir,
+        env: { PATH: process.env["PATH"], HOME: process.env["HOME"] },
+        onLine: (line) => {
+          lines.push(line);
+          if (line.startsWith("Local fleet running")) ready();
+        },
+      });
+      await Promise.race([running, dev.exited.then(() => Promise.reject(new Error(`bosun dev exited early:\n${lines.join("\n")}`)))]);
+
+      // Agents announce themselves as they come up; wait until all three are listed.
+      let listed: { id: string; status: string; roles: string[] }[] = [];
+      for (let i = 0; i < 100 && listed.length < 3; i++) {
+        const result = await bosun(["nodes", "--json"], dir);
+        assert.equal(result.code, 0, result.stderr);
+        listed = JSON.parse(result.stdout) as typeof listed;
+        if (listed.length < 3) await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.deepEqual(listed.map((n) => `${n.id}:${n.roles.join(",")}:${n.status}`), ["lb-1:balancer:up", "web-1:web:up", "web-2:web:up"]);
+
+      const sent = await bosun(["send", "probe", "--target", "all", "--wait", "--timeout", "30", "--json"], dir);
+      assert.equal(sent.code, 0, sent.stderr);
+      assert.deepEqual(
+        (JSON.parse(sent.stdout) as { result: { nodes: { node: string; state: string }[] } }).result.nodes.map((n) => `${n.node}:${n.state}`),
+        ["lb-1:done", "web-1:done", "web-2:done"],
+      );
+
+      assert.ok((await processesIn(dir)).length >= 5, "dev, a coordinator and three agents run in the directory");
+      dev.child.kill("SIGINT");
+      const exit = await dev.exited;
+      assert.equal(exit.code, 0);
+      assert.ok(lines.includes("Fleet stopped."));
+      assert.deepEqual(await processesIn(dir), [], "no process of the fleet is left");
+      assert.ok(lines.filter((l) => l.includes("agent stopped")).length === 3, "each agent stopped cleanly");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the CLI's own errors and help", () => {
+  it("a bad setting stops with exit 2 and names the setting and the value", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-cli-"));
+    const result = await bosun(["nodes"], dir, { BOSUN_CONCURRENCY: "lots" });
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /bosun: Invalid BOSUN_CONCURRENCY: .*received "lots"/);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a bad --target and an unknown command type are usage errors", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-cli-"));
+    const badTarget = await bosun(["send", "probe", "--target", "role:no spaces"], dir);
+    assert.equal(badTarget.code, 2);
+    assert.match(badTarget.stderr, /Invalid --target "role:no spaces"/);
+    const unknown = await bosun(["send", "reboot-everything", "--target", "all"], dir);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /Unknown command type "reboot-everything"; known types: probe, decommission/);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("every command has --help", async () => {
+    const dir = tmpdir();
+    for (const command of [[], ["init"], ["dev"], ["agent"], ["coordinator"], ["nodes"], ["keys", "generate"], ["send"], ["events"]]) {
+      const result = await bosun([...command, "--help"], dir);
+      assert.equal(result.code, 0, `bosun ${command.join(" ")} --help`);
+      assert.match(result.stdout, /Usage: bosun/);
+    }
+  });
+
+  it("keys generate writes a private key only its owner can read and adds the public key to the trust file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-keys-"));
+    const result = await bosun(["keys", "generate", "--id", "ci", "--allow", "release", "--dir", "k", "--trust", "k/trust.json", "--json"], dir);
+    assert.equal(result.code, 0, result.stderr);
+    const data = JSON.parse(result.stdout) as { privateKeyFile: string; publicKey: string };
+    assert.equal((await stat(data.privateKeyFile)).mode & 0o777, 0o600);
+    const trust = JSON.parse(await readFile(join(dir, "k", "trust.json"), "utf8")) as { keys: Record<string, { publicKey: string; allow: string[] }> };
+    assert.deepEqual(trust.keys["ci"], { publicKey: data.publicKey, allow: ["release"] });
+    assert.ok(!result.stdout.includes("PRIVATE KEY"), "the private key is never printed");
+    const again = await bosun(["keys", "generate", "--id", "ci", "--allow", "release", "--dir", "k", "--trust", "k/trust.json"], dir);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /exists .* pass --force/);
+    await rm(dir, { recursive: true, force: true });
+  });
+});
