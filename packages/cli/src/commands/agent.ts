@@ -11,6 +11,12 @@ export interface AgentRunOptions {
 /** Works out who this node is (flags locally, EC2 metadata and tags on AWS) and starts its agent. */
 export async function startAgent(ctx: Context, options: AgentRunOptions): Promise<{ agent: Agent; identity: NodeIdentity }> {
   const identity = await resolveIdentity(ctx, options);
+  if (identity.cluster && identity.cluster !== ctx.settings.cluster) {
+    // A node tagged for one cluster must not take commands from another's topic.
+    throw new ConfigError(
+      `Instance ${identity.nodeId} is tagged bosun:cluster=${identity.cluster} but the cluster setting (BOSUN_CLUSTER) is ${JSON.stringify(ctx.settings.cluster)}`,
+    );
+  }
   const agent = new Agent(
     { clients: ctx.clients, logger: ctx.logger, clock: systemClock, trust: ctx.trust(), signer: ctx.signer() },
     { settings: ctx.settings, node: { id: identity.nodeId, roles: identity.roles }, commands: commandTable },
