@@ -10,6 +10,15 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
   });
   after(() => fleet.close());
 
+  /** Runs `bosun agent` with no --node-id against the stand-ins, to completion. */
+  const runAgentOn = (ec2: FakeEc2) =>
+    fleet.bosun(["agent"], {
+      AWS_EC2_METADATA_SERVICE_ENDPOINT: ec2.imdsEndpoint,
+      AWS_ENDPOINT_URL_EC2: ec2.ec2Endpoint,
+      BOSUN_KEY_ID: "fleet",
+      BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
+    });
+
   it("uses the IMDSv2 instance id and the bosun:role tag, and serves commands for those roles", async () => {
     const ec2 = new FakeEc2("i-0abc123def4567890", { "bosun:role": "web,balancer", Name: "web-a" });
     await ec2.start();
@@ -41,12 +50,7 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
     const ec2 = new FakeEc2("i-0untagged000000000", { Name: "mystery" });
     await ec2.start();
     try {
-      const result = await fleet.bosun(["agent"], {
-        AWS_EC2_METADATA_SERVICE_ENDPOINT: ec2.imdsEndpoint,
-        AWS_ENDPOINT_URL_EC2: ec2.ec2Endpoint,
-        BOSUN_KEY_ID: "fleet",
-        BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
-      });
+      const result = await runAgentOn(ec2);
       assert.equal(result.code, 3);
       assert.match(result.stderr, /Instance i-0untagged000000000 has no "bosun:role" tag/);
     } finally {
@@ -58,12 +62,7 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
     const ec2 = new FakeEc2("i-0othercluster00000", { "bosun:role": "web", "bosun:cluster": "elsewhere" });
     await ec2.start();
     try {
-      const result = await fleet.bosun(["agent"], {
-        AWS_EC2_METADATA_SERVICE_ENDPOINT: ec2.imdsEndpoint,
-        AWS_ENDPOINT_URL_EC2: ec2.ec2Endpoint,
-        BOSUN_KEY_ID: "fleet",
-        BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
-      });
+      const result = await runAgentOn(ec2);
       assert.equal(result.code, 2);
       assert.match(result.stderr, /tagged bosun:cluster=elsewhere but the cluster setting \(BOSUN_CLUSTER\) is "t[0-9a-f]+"/);
     } finally {
