@@ -34,6 +34,7 @@ import {
   type ReceivedMessage,
 } from "@bosun/aws";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
+import { ReleaseRoot } from "./web/release-root.ts";
 import type { CommandDefinition, CommandOutcome } from "./commands/index.ts";
 
 export type AgentState = "starting" | "running" | "draining" | "stopped" | "failed";
@@ -118,7 +119,7 @@ export class Agent {
         .put(stateKeys.node(node.id), { id: node.id, roles: node.roles, status: "up", version: BOSUN_VERSION, startedAt: this.#startedAt.toISOString(), lastSeen: this.#startedAt.toISOString() })
         .catch((error: unknown) => this.#log.warn({ err: error }, "could not write the node record; the coordinator will"));
       this.#consumer.start((message, signal) => this.#onMessage(message, signal));
-      await this.#emit("node-up", this.#bootId, { node, version: BOSUN_VERSION, startedAt: this.#startedAt.toISOString(), pid: process.pid });
+      await this.#emit("node-up", this.#bootId, { node, version: BOSUN_VERSION, startedAt: this.#startedAt.toISOString(), pid: process.pid, releases: await this.#releasesServed() });
       this.#heartbeat = setInterval(() => void this.#beat(), settings.heartbeatSeconds * 1000);
       this.#state = "running";
       this.#log.info({ roles: node.roles, queue: this.#queue.name, concurrency: settings.concurrency }, "agent running");
@@ -169,9 +170,19 @@ export class Agent {
 
   async #beat(): Promise<void> {
     const uptimeSeconds = Math.round((this.#deps.clock.now().getTime() - this.#startedAt.getTime()) / 1000);
-    await this.#emit("heartbeat", this.#bootId, { node: this.#options.node, inFlight: this.#consumer?.inFlight ?? 0, uptimeSeconds }).catch(
+    await this.#emit("heartbeat", this.#bootId, { node: this.#options.node, inFlight: this.#consumer?.inFlight ?? 0, uptimeSeconds, releases: await this.#releasesServed() }).catch(
       (error: unknown) => this.#log.warn({ err: error }, "could not publish heartbeat"),
     );
+  }
+
+  /** What each configured app's `current` points at, for heartbeats and `bosun releases`. */
+  async #releasesServed(): Promise<Record<string, string>> {
+    const served: Record<string, string> = {};
+    for (const [app, settings] of Object.entries(this.#options.settings.apps)) {
+      const commit = await new ReleaseRoot({ logger: this.#log }, { app, settings }).current();
+      if (commit) served[app] = commit;
+    }
+    return served;
   }
 
   /** One message: parse and check, dedupe against the ledger, handle, acknowledge. */
@@ -231,6 +242,7 @@ export class Agent {
         signal,
         log,
         stateDir: settings.stateDir,
+        settings,
         resumed,
         progress: (text, fraction) =>
           this.#emit("progress", envelope.id, { node, commandType: envelope.type, message: text, ...(fraction === undefined ? {} : { fraction }) }).catch(

@@ -11,4 +11,6 @@ export const names = {
 export const stateKeys = {
   node: (nodeId: string) => `state/nodes/${nodeId}.json`,
   nodesPrefix: "state/nodes/",
+  /** The release every web node of an app should serve. */
+  release: (app: string) => `state/releases/${app}.json`,
 };

@@ -1,4 +1,4 @@
-import { EventWatcher, StateStore } from "@bosun/aws";
+import { EventWatcher, StateStore, type Bus } from "@bosun/aws";
 import { loadNodeRecords } from "@bosun/coordinator";
 import { targetsNode, terminalEvents, type Envelope, type Target } from "@bosun/core";
 import type { Context } from "./context.ts";
@@ -114,4 +114,26 @@ function apply(previous: NodeProgress | undefined, event: Envelope): NodeProgres
 
 function sorted(progress: Map<string, NodeProgress>): NodeProgress[] {
   return [...progress.values()].sort((a, b) => a.node.localeCompare(b.node));
+}
+
+/**
+ * Publishes a command and follows it until `expected` nodes have answered: the watch queue is
+ * subscribed before the command goes out, so no answer is missed.
+ */
+export async function publishAndFollow(
+  ctx: Context,
+  bus: Bus,
+  envelope: Envelope,
+  expected: readonly string[],
+  timeoutMs: number,
+  onUpdate?: (nodes: NodeProgress[]) => void,
+): Promise<FollowResult> {
+  const follower = await CommandFollower.open(ctx, envelope.id);
+  try {
+    await bus.publish(envelope);
+  } catch (error) {
+    await follower.close();
+    throw error;
+  }
+  return follower.wait(expected, timeoutMs, onUpdate);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from "commander";
-import { BOSUN_VERSION, BosunError, ConfigError, errorMessage } from "@bosun/core";
+import { BOSUN_VERSION, BosunError, CommandFailedError, ConfigError, errorMessage } from "@bosun/core";
 import { createContext, type Context, type GlobalOptions } from "./context.ts";
 import { output } from "./render.ts";
 import { progressView } from "./live.ts";
@@ -13,6 +13,10 @@ import { startAgent } from "./commands/agent.ts";
 import { startCoordinator } from "./commands/coordinator.ts";
 import { dev } from "./commands/dev.ts";
 import { formatChildLine } from "./devlog.ts";
+import { release, renderRelease } from "./commands/release.ts";
+import { rollback } from "./commands/rollback.ts";
+import { releases, renderReleases } from "./commands/releases.ts";
+import { syncOnce, renderSync } from "./commands/sync.ts";
 
 /** Exit codes: 0 done, 1 a target node failed or did not answer, 2 bad usage or settings, 3 anything else. */
 const EXIT = { ok: 0, failed: 1, usage: 2, error: 3 } as const;
@@ -105,8 +109,17 @@ program
   .description("Run this node's agent: identity from --node-id/--role locally, from EC2 metadata and tags on AWS")
   .option("--node-id <id>", "this node's id (default: the EC2 instance id)")
   .option("--role <role>", "a role of this node: web, db or balancer (repeat or comma separate)", collect)
+  .option("--sync-once", "bring this node's apps to their desired releases, then exit (for systemd, before the HTTP server starts)")
+  .option("--json", "with --sync-once, print the result as JSON")
   .addHelpText("after", "\nStops cleanly on SIGTERM: no new commands, in-flight jobs finish or checkpoint within shutdownDeadlineSeconds, exit 0.")
-  .action(async (opts: { nodeId?: string; role?: string[] }) => {
+  .action(async (opts: { nodeId?: string; role?: string[]; syncOnce?: boolean; json?: boolean }) => {
+    if (opts.syncOnce) {
+      const abort = new AbortController();
+      void untilSignal().then(() => abort.abort());
+      const result = await withContext((ctx) => syncOnce(ctx, abort.signal), { name: "sync", stream: "stderr" });
+      output(Boolean(opts.json)).print(result, renderSync);
+      return;
+    }
     const ctx = createContext(globals(), {}, { name: "agent" });
     try {
       const { agent } = await startAgent(ctx, { nodeId: opts.nodeId, roles: opts.role });
@@ -181,6 +194,74 @@ program
   });
 
 program
+  .command("release")
+  .description("Release a commit of an app to every web node: prepare everywhere, then swap together, health-gated")
+  .requiredOption("--app <app>", "the app, as named in the nodes' apps setting")
+  .requiredOption("--ref <ref>", "branch, tag, HEAD or commit; resolved here to one commit")
+  .option("--repo <url>", "repository (default: the app's last release, then its first allowed repo)")
+  .option("--wait", "run the rollout in phases and wait for every node; exit 1 naming nodes that failed")
+  .option("--batch <n|n%>", "with --wait, switch this many nodes (or this share of them) at a time")
+  .option("--max-failures <n>", "with --wait, failures tolerated before the rollout stops and switched nodes go back", positiveInt("--max-failures"), 0)
+  .option("--timeout <seconds>", "how long each phase waits for nodes", positiveInt("--timeout"), 300)
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; json?: boolean }) => {
+    const json = Boolean(opts.json);
+    let view: ReturnType<typeof progressView> | undefined;
+    let phase = "";
+    const result = await withContext((ctx) =>
+      release(ctx, {
+        app: opts.app,
+        ref: opts.ref,
+        repo: opts.repo,
+        wait: Boolean(opts.wait),
+        batch: opts.batch,
+        maxFailures: opts.maxFailures,
+        timeoutSeconds: opts.timeout,
+        onProgress: (p, nodes) => {
+          if (p !== phase) {
+            view?.done();
+            phase = p;
+            view = progressView({ json, title: `${opts.app}: ${p}` });
+          }
+          view?.update(nodes);
+        },
+      }),
+    );
+    view?.done();
+    output(json).print(result, renderRelease);
+    if (!result.ok) process.exitCode = EXIT.failed;
+  });
+
+program
+  .command("rollback")
+  .description("Swap every web node of an app back to a kept release (no fetch)")
+  .requiredOption("--app <app>", "the app")
+  .option("--to <commit>", "the release to return to (default: the one desired before the current)")
+  .option("--wait", "wait for every web node; exit 1 naming nodes that failed")
+  .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 120)
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { app: string; to?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const json = Boolean(opts.json);
+    const view = progressView({ json, title: `${opts.app}: rollback` });
+    const result = await withContext((ctx) => rollback(ctx, { app: opts.app, to: opts.to, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }));
+    view.done();
+    output(json).print(result, (r) =>
+      renderSend({ commandId: r.commandId, type: "rollback", target: `role:web → ${r.to.slice(0, 12)}`, ...(r.result ? { result: r.result } : {}) }),
+    );
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+program
+  .command("releases")
+  .description("Show an app's desired release and what each web node serves")
+  .requiredOption("--app <app>", "the app")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { app: string; json?: boolean }) => {
+    const result = await withContext((ctx) => releases(ctx, opts));
+    output(Boolean(opts.json)).print(result, renderReleases);
+  });
+
+program
   .command("events")
   .description("Follow events on the bus (acks, progress, results, refusals, node-up/down, heartbeats) until Ctrl-C")
   .option("--command <id>", "only events about this command")
@@ -202,7 +283,7 @@ program
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  const code = error instanceof ConfigError ? EXIT.usage : error instanceof BosunError ? EXIT.error : EXIT.error;
+  const code = error instanceof ConfigError ? EXIT.usage : error instanceof CommandFailedError ? EXIT.failed : EXIT.error;
   process.stderr.write(`bosun: ${errorMessage(error)}\n`);
   if (!(error instanceof BosunError) && process.env["BOSUN_DEBUG"]) process.stderr.write(`${(error as Error).stack}\n`);
   process.exit(code);

@@ -28,6 +28,8 @@ export interface NodeRecord {
   startedAt?: string;
   lastSeen: string;
   inFlight?: number;
+  /** The commit each app's `current` points at on the node. */
+  releases?: Record<string, string>;
   downReason?: string;
   lastCommand?: { id: string; type: string; outcome: "done" | "failed" | "refused"; at: string };
 }
@@ -162,6 +164,7 @@ export class Coordinator {
         const up = payload as EventPayload<"node-up">;
         changed ||= record.status !== "up";
         Object.assign(record, { status: "up", version: up.version, startedAt: up.startedAt });
+        if (up.releases) record.releases = up.releases;
         delete record.downReason;
         break;
       }
@@ -171,6 +174,8 @@ export class Coordinator {
         changed ||= record.status !== "up";
         record.status = "up";
         record.inFlight = beat.inFlight;
+        changed ||= JSON.stringify(record.releases ?? {}) !== JSON.stringify(beat.releases ?? {});
+        if (beat.releases) record.releases = beat.releases;
         delete record.downReason;
         break;
       }
@@ -192,6 +197,10 @@ export class Coordinator {
           outcome: event.type,
           at,
         };
+        const result = (payload as { result?: { status?: string; app?: string; commit?: string } }).result;
+        if (event.type === "done" && result?.status === "active" && result.app && result.commit) {
+          record.releases = { ...record.releases, [result.app]: result.commit };
+        }
         changed = true;
         break;
       }

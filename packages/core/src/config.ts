@@ -6,6 +6,48 @@ import { ConfigError } from "./errors.ts";
 const id = z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, "expected 1-32 lower-case letters, digits or '-'");
 const seconds = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+/** Settings given as JSON text in a variable; text that is not JSON fails the schema with the value shown. */
+const json = (v: unknown) => {
+  if (typeof v !== "string") return v;
+  try {
+    return JSON.parse(v) as unknown;
+  } catch {
+    return v;
+  }
+};
+
+export const appNamePattern = /^[a-z0-9][a-z0-9-]{0,63}$/;
+
+/** A web app as one node serves it: where it lives, where it may come from, how it is built and checked. */
+export const appSchema = z
+  .object({
+    /** The app's deploy root: releases/<commit>, the `current` symlink, a git mirror, state.json. */
+    root: z.string().min(1),
+    /** Repository URLs releases may come from; anything else is refused. */
+    repos: z.array(z.string().min(1)).min(1),
+    build: z
+      .object({ command: z.array(z.string().min(1)).min(1), timeoutSeconds: z.number().int().min(1).max(86400).default(600) })
+      .strict()
+      .optional(),
+    health: z
+      .object({
+        url: z.url(),
+        status: z.number().int().min(100).max(599).default(200),
+        /** The body must contain the release's commit id (Bosun writes it to `.bosun-release` in each release). */
+        marker: z.boolean().default(false),
+        timeoutSeconds: z.number().min(0.1).max(300).default(5),
+        attempts: z.number().int().min(1).max(60).default(3),
+      })
+      .strict()
+      .optional(),
+    /** Releases kept on disk, besides the current and previous ones; failed ones do not count. */
+    keep: z.number().int().min(0).max(100).default(3),
+    /** How long a release that stopped being current stays on disk, so requests reading it finish. */
+    graceSeconds: z.number().int().min(0).max(86400).default(300),
+  })
+  .strict();
+export type AppSettings = z.infer<typeof appSchema>;
+
 /**
  * Bosun's own settings. Each has a name in the config file and a BOSUN_* variable;
  * AWS settings are the SDK's own (AWS_REGION, AWS_ENDPOINT_URL, the credential chain).
@@ -25,9 +67,11 @@ export const settingsSchema = z.object({
   commandTtlSeconds: seconds(5, 86400).default(300),
   maxMessageBytes: seconds(1024, 262144).default(65536),
   /** Commands the coordinator publishes on a cron schedule (node-cron syntax, seconds optional). */
+  /** Web apps this node serves (web nodes), and the repos a publisher may release from. */
+  apps: z.preprocess(json, z.record(z.string().regex(appNamePattern, "expected an app name of lower-case letters, digits or '-'"), appSchema)).default({}),
   schedules: z
     .preprocess(
-      (v) => (typeof v === "string" ? JSON.parse(v) : v),
+      json,
       z.array(
         z.object({
           name: z.string().regex(/^[a-z0-9-]{1,64}$/),
@@ -61,6 +105,7 @@ export const settingEnv: Record<SettingName, string> = {
   lostAfterSeconds: "BOSUN_LOST_AFTER",
   commandTtlSeconds: "BOSUN_COMMAND_TTL",
   maxMessageBytes: "BOSUN_MAX_MESSAGE_BYTES",
+  apps: "BOSUN_APPS",
   schedules: "BOSUN_SCHEDULES",
   devEndpoint: "BOSUN_DEV_ENDPOINT",
   logLevel: "BOSUN_LOG_LEVEL",
@@ -142,6 +187,8 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings & { co
       settings[key] = resolve(fromFile ? base : cwd, value);
     }
   }
+  const appsFromFile = sources.get("apps")?.from.startsWith("setting") ?? false;
+  for (const app of Object.values(settings.apps)) app.root = resolve(appsFromFile ? base : cwd, app.root);
   return configFile ? { ...settings, configFile } : settings;
 }
 

@@ -5,6 +5,9 @@ import { refusalReasons } from "./parse.ts";
 const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
 export type NodeRef = z.infer<typeof nodeRef>;
 
+/** The commit each app's `current` points at on a web node. */
+const releasesServed = z.record(z.string(), z.string()).optional();
+
 /**
  * Events agents and the coordinator publish on the bus. A command's events carry the
  * command's id as their correlation id, so its issuer can follow them.
@@ -28,9 +31,9 @@ export const eventSchemas = {
     type: z.string().optional(),
     issuer: z.string().optional(),
   }),
-  "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int() }),
+  "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int(), releases: releasesServed }),
   "node-down": z.object({ node: nodeRef, reason: z.enum(["decommissioned", "lost"]), lastSeen: z.iso.datetime().optional() }),
-  heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number() }),
+  heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), releases: releasesServed }),
 } as const;
 
 export type EventType = keyof typeof eventSchemas;

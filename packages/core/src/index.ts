@@ -16,3 +16,18 @@ export interface Clock {
   now(): Date;
 }
 export const systemClock: Clock = { now: () => new Date() };
+
+/** The release every web node of an app should serve, kept in S3 by publishers. */
+export interface DesiredRelease {
+  app: string;
+  repo: string;
+  commit: string;
+  ref: string;
+  /** Publish time in ms: nodes never replace a release with one of a lower sequence. */
+  sequence: number;
+  publishedAt: string;
+  issuer: string;
+  /** The commit that was desired before, for `bosun rollback` without --to. */
+  previous?: string;
+  rollback?: boolean;
+}

@@ -1,5 +1,5 @@
 import type { z } from "zod";
-import type { Envelope, Logger, NodeRef } from "@bosun/core";
+import type { Envelope, Logger, NodeRef, Settings } from "@bosun/core";
 
 export interface CommandContext<P> {
   payload: P;
@@ -10,6 +10,8 @@ export interface CommandContext<P> {
   log: Logger;
   /** This node's state directory, for the command's own files. */
   stateDir: string;
+  /** This node's settings (its apps, for the web role). */
+  settings: Settings;
   /** True when an earlier run of the agent started this command and died before it finished. */
   resumed: boolean;
   progress(message: string, fraction?: number): Promise<void>;

@@ -2,7 +2,7 @@ import { Bus } from "@bosun/aws";
 import { commandTable } from "@bosun/agent";
 import { ConfigError, createMessage, describeTarget, parseTarget, type Target } from "@bosun/core";
 import type { Context } from "../context.ts";
-import { CommandFollower, expectedNodes, type FollowResult, type NodeProgress } from "../follow.ts";
+import { expectedNodes, publishAndFollow, type FollowResult, type NodeProgress } from "../follow.ts";
 import { renderProgress } from "../live.ts";
 
 export interface SendOptions {
@@ -54,14 +54,7 @@ export async function send(ctx: Context, options: SendOptions): Promise<SendResu
     return base;
   }
   const expected = await expectedNodes(ctx, target);
-  const follower = await CommandFollower.open(ctx, envelope.id);
-  try {
-    await bus.publish(envelope);
-  } catch (error) {
-    await follower.close();
-    throw error;
-  }
-  const result = await follower.wait(expected, options.timeoutSeconds * 1000, options.onProgress);
+  const result = await publishAndFollow(ctx, bus, envelope, expected, options.timeoutSeconds * 1000, options.onProgress);
   return { ...base, expected, result };
 }
 

@@ -1,0 +1,233 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { z } from "zod";
+import type { AppSettings, Logger } from "@bosun/core";
+import { runBuild } from "./build.ts";
+import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
+import { probeHealth } from "./health.ts";
+
+const stateSchema = z.object({
+  /** Publish time (ms) of the release or rollback that made `current` current: older ones never replace it. */
+  sequence: z.number().default(0),
+  previous: z.string().optional(),
+  /** When each release stopped being current: deleted after the grace period. */
+  retired: z.record(z.string(), z.string()).default({}),
+});
+export type RootState = z.infer<typeof stateSchema>;
+
+export type SwapOutcome =
+  | { status: "active"; app: string; commit: string; previous?: string; swappedAt: number }
+  | { status: "skipped"; app: string; commit: string; current?: string; reason: string }
+  | { status: "failed"; error: string; code: string; current?: string };
+
+/** One lock per deploy root, so a node works on one app's releases one step at a time. */
+const locks = new Map<string, Promise<unknown>>();
+function serialised<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const run = (locks.get(key) ?? Promise.resolve()).catch(() => undefined).then(fn);
+  locks.set(key, run);
+  return run;
+}
+
+/**
+ * An app's deploy root on a web node:
+ *   releases/<commit>/   complete, verified (and built) trees, each with .bosun-release
+ *   current -> releases/<commit>   replaced by one rename(2), so the site is never missing
+ *   mirror.git/          bare mirror: a release fetches only new objects
+ *   state.json           sequence of the current release, previous, retirement times
+ */
+export class ReleaseRoot {
+  readonly app: string;
+  readonly settings: AppSettings;
+  readonly #log: Logger;
+
+  constructor(deps: { logger: Logger }, options: { app: string; settings: AppSettings }) {
+    this.app = options.app;
+    this.settings = options.settings;
+    this.#log = deps.logger.child({ app: options.app });
+  }
+
+  get root(): string {
+    return this.settings.root;
+  }
+  get releasesDir(): string {
+    return join(this.root, "releases");
+  }
+  get currentLink(): string {
+    return join(this.root, "current");
+  }
+
+  /** The commit `current` points at, read from the link itself (the truth even after a crash). */
+  async current(): Promise<string | undefined> {
+    try {
+      const target = basename(await readlink(this.currentLink));
+      return commitPattern.test(target) ? target : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async readState(): Promise<RootState> {
+    try {
+      return stateSchema.parse(JSON.parse(await readFile(join(this.root, "state.json"), "utf8")));
+    } catch {
+      return stateSchema.parse({});
+    }
+  }
+
+  async isPrepared(commit: string): Promise<boolean> {
+    return stat(join(this.releasesDir, commit, ".bosun-release")).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Kept releases, newest first by directory time. */
+  async releases(): Promise<string[]> {
+    const names = (await readdir(this.releasesDir).catch(() => [] as string[])).filter((n) => commitPattern.test(n));
+    const times = await Promise.all(names.map(async (n) => [n, (await stat(join(this.releasesDir, n))).mtimeMs] as const));
+    return times.sort((a, b) => b[1] - a[1]).map(([n]) => n);
+  }
+
+  /**
+   * Fetches, checks out, verifies and builds a commit into releases/<commit>. Work happens in a
+   * temporary directory renamed into place at the end, so nothing half-written is ever a release.
+   */
+  prepare(repo: string, commit: string, signal: AbortSignal, log: Logger): Promise<{ reused: boolean; fetched: boolean; buildMs?: number }> {
+    return serialised(this.root, async () => {
+      if (!this.settings.repos.includes(repo)) throw new PrepareError("REPO_NOT_ALLOWED", `repository ${repo} is not on app ${this.app}'s allowlist`);
+      if (await this.isPrepared(commit)) return { reused: true, fetched: false };
+      await mkdir(this.releasesDir, { recursive: true });
+      await this.#removeLeftovers();
+      const tmp = join(this.releasesDir, `.tmp-${commit}-${randomBytes(4).toString("hex")}`);
+      try {
+        let fetched: boolean;
+        try {
+          ({ fetched } = await fetchCommit(join(this.root, "mirror.git"), repo, commit, signal));
+        } catch (error) {
+          throw new PrepareError("FETCH_FAILED", `could not fetch ${commit} from ${repo}: ${firstLine(error)}`);
+        }
+        try {
+          await checkoutVerified(join(this.root, "mirror.git"), commit, tmp, signal);
+        } catch (error) {
+          throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${firstLine(error)}`);
+        }
+        await writeFile(join(tmp, ".bosun-release"), `${commit}\n`);
+        let buildMs: number | undefined;
+        if (this.settings.build) {
+          log.info({ command: this.settings.build.command }, "building release");
+          const built = await runBuild(this.settings.build.command, { cwd: tmp, timeoutSeconds: this.settings.build.timeoutSeconds, signal, log });
+          if (!built.ok) throw new PrepareError(built.code, built.error);
+          buildMs = built.durationMs;
+        }
+        await syncDir(tmp);
+        await rename(tmp, join(this.releasesDir, commit));
+        await syncDir(this.releasesDir);
+        return { reused: false, fetched, ...(buildMs === undefined ? {} : { buildMs }) };
+      } catch (error) {
+        await rm(tmp, { recursive: true, force: true });
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Makes `commit` current with one rename(2) of a fresh symlink over `current`, then probes the
+   * site; a failed probe swaps straight back. Unless `rollback`, a release older than the current
+   * one (by publish sequence) is skipped: nodes never move backwards because messages crossed.
+   */
+  activate(commit: string, sequence: number, options: { rollback: boolean; signal: AbortSignal; log: Logger }): Promise<SwapOutcome> {
+    return serialised(this.root, async () => {
+      const state = await this.readState();
+      const current = await this.current();
+      if (!options.rollback && sequence < state.sequence) {
+        return { status: "skipped", app: this.app, commit, ...(current ? { current } : {}), reason: `a newer release (${current?.slice(0, 12) ?? "?"}) is already active` };
+      }
+      if (!(await this.isPrepared(commit))) {
+        return { status: "failed", code: "NOT_PREPARED", error: `release ${commit} is not prepared on this node`, ...(current ? { current } : {}) };
+      }
+      const swappedAt = Date.now();
+      if (current !== commit) await this.#swap(commit);
+      if (this.settings.health) {
+        const health = await probeHealth(this.settings.health, commit, options.signal);
+        if (!health.ok) {
+          if (current && current !== commit) await this.#swap(current);
+          options.log.warn({ error: health.error, restored: current }, "health check failed after swap; swapped back");
+          return { status: "failed", code: "HEALTH_CHECK_FAILED", error: `${health.error}; swapped back to ${current?.slice(0, 12) ?? "nothing"}`, ...(current ? { current } : {}) };
+        }
+      }
+      const retired = { ...state.retired };
+      delete retired[commit];
+      if (current && current !== commit) retired[current] = new Date().toISOString();
+      const previous = current && current !== commit ? current : state.previous;
+      await this.#writeState({ sequence, retired, ...(previous ? { previous } : {}) });
+      await this.prune(options.log);
+      return { status: "active", app: this.app, commit, ...(current && current !== commit ? { previous: current } : {}), swappedAt };
+    });
+  }
+
+  /** Deletes releases beyond `keep`, never the current or previous one, each only after its grace period. */
+  async prune(log: Logger): Promise<string[]> {
+    const state = await this.readState();
+    const current = await this.current();
+    const protectedCommits = new Set([current, state.previous].filter(Boolean));
+    const candidates = (await this.releases()).filter((c) => !protectedCommits.has(c));
+    const removed: string[] = [];
+    const now = Date.now();
+    for (const commit of candidates.slice(this.settings.keep)) {
+      const retiredAt = state.retired[commit];
+      if (retiredAt && now - Date.parse(retiredAt) < this.settings.graceSeconds * 1000) continue;
+      await rm(join(this.releasesDir, commit), { recursive: true, force: true });
+      removed.push(commit);
+    }
+    if (removed.length) log.info({ removed }, "removed old releases");
+    return removed;
+  }
+
+  async #swap(commit: string): Promise<void> {
+    const link = join(this.root, `.current-${randomBytes(4).toString("hex")}`);
+    await symlink(join("releases", commit), link);
+    await rename(link, this.currentLink);
+    await syncDir(this.root);
+  }
+
+  async #writeState(state: RootState): Promise<void> {
+    const path = join(this.root, "state.json");
+    const tmp = `${path}.${process.pid}.tmp`;
+    await writeFile(tmp, JSON.stringify(state));
+    await rename(tmp, path);
+  }
+
+  /** Half-made releases and swap links an interrupted agent left behind. */
+  async #removeLeftovers(): Promise<void> {
+    for (const name of await readdir(this.releasesDir)) {
+      if (name.startsWith(".tmp-") || name.startsWith(".index-")) await rm(join(this.releasesDir, name), { recursive: true, force: true });
+    }
+    for (const name of await readdir(this.root)) {
+      if (name.startsWith(".current-")) await rm(join(this.root, name), { force: true });
+    }
+    this.#log.debug("cleared leftovers of interrupted work");
+  }
+}
+
+export class PrepareError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = "PrepareError";
+    this.code = code;
+  }
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).trim().split("\n")[0] ?? "";
+}
+
+async function syncDir(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,183 @@
+import { Bus, StateStore, stateKeys } from "@bosun/aws";
+import { resolveRef } from "@bosun/agent";
+import { CommandFailedError, ConfigError, appNamePattern, createMessage, type DesiredRelease, type Target } from "@bosun/core";
+import type { Context } from "../context.ts";
+import { expectedNodes, publishAndFollow, type FollowResult, type NodeProgress } from "../follow.ts";
+
+export interface ReleaseOptions {
+  app: string;
+  ref: string;
+  repo?: string | undefined;
+  wait: boolean;
+  /** `N` nodes or `N%` of them per activation batch; all at once when unset. */
+  batch?: string | undefined;
+  /** Nodes that may fail before the rollout stops and switched nodes return to the previous release. */
+  maxFailures: number;
+  timeoutSeconds: number;
+  onProgress?: (phase: string, nodes: NodeProgress[]) => void;
+}
+
+export interface NodeFailure {
+  node: string;
+  phase: "prepare" | "activate";
+  detail: string;
+}
+
+export interface ReleaseResult {
+  app: string;
+  ref: string;
+  repo: string;
+  commit: string;
+  sequence: number;
+  /** Without --wait: the release command's id; nodes prepare and activate on their own. */
+  commandId?: string;
+  prepared?: string[];
+  active?: string[];
+  skipped?: string[];
+  failed?: NodeFailure[];
+  rolledBack?: string[];
+  /** Why the rollout stopped early, if it did. */
+  stopped?: string;
+  ok: boolean;
+}
+
+const web: Target = { roles: ["web"] };
+
+/** The repository of an app: --repo, else the one its last release came from, else the first in the app's settings. */
+async function repoFor(ctx: Context, app: string, repo: string | undefined, store: StateStore): Promise<string> {
+  if (repo) return repo;
+  const desired = await store.get<DesiredRelease>(stateKeys.release(app));
+  const fallback = desired?.repo ?? ctx.settings.apps[app]?.repos[0];
+  if (!fallback) throw new ConfigError(`No repository for app ${app}: pass --repo URL (received none, and no earlier release or app setting names one)`);
+  return fallback;
+}
+
+/**
+ * Publishes a release of an app to every web node. The ref is resolved to one commit here, so
+ * every node deploys the same commit even if a branch moves. With `wait`, the rollout runs in
+ * phases: every node prepares, then nodes activate together (or in batches), each behind its
+ * own health check; past the failure budget the rollout stops and switched nodes go back.
+ */
+export async function release(ctx: Context, options: ReleaseOptions): Promise<ReleaseResult> {
+  if (!appNamePattern.test(options.app)) throw new ConfigError(`Invalid --app: expected lower-case letters, digits or '-', received ${JSON.stringify(options.app)}`);
+  const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
+  const repo = await repoFor(ctx, options.app, options.repo, store);
+  let commit: string;
+  try {
+    commit = await resolveRef(repo, options.ref, AbortSignal.timeout(60_000));
+  } catch (error) {
+    throw new ConfigError(`Cannot resolve ref ${JSON.stringify(options.ref)} in ${repo}: ${firstLine(error)}`, { cause: error });
+  }
+  const signer = ctx.signer();
+  const previous = await store.get<DesiredRelease>(stateKeys.release(options.app));
+  const sequence = Math.max(Date.now(), (previous?.sequence ?? 0) + 1);
+  const desired: DesiredRelease = {
+    app: options.app,
+    repo,
+    commit,
+    ref: options.ref,
+    sequence,
+    publishedAt: new Date().toISOString(),
+    issuer: signer.keyId,
+    ...(previous && previous.commit !== commit ? { previous: previous.commit } : previous?.previous ? { previous: previous.previous } : {}),
+  };
+  await store.put(stateKeys.release(options.app), desired);
+  const bus = new Bus({ clients: ctx.clients }, { topicArn: await ctx.topicArn() });
+  const base = { app: options.app, ref: options.ref, repo, commit, sequence };
+  const command = (type: string, payload: unknown, target: Target) =>
+    createMessage(signer, { kind: "command", type, payload, target, ttlSeconds: Math.max(ctx.settings.commandTtlSeconds, options.timeoutSeconds * 2) });
+
+  if (!options.wait) {
+    const envelope = command("release", { app: options.app, repo, commit, sequence, activate: true }, web);
+    await bus.publish(envelope);
+    return { ...base, commandId: envelope.id, ok: true };
+  }
+
+  const expected = await expectedNodes(ctx, web);
+  if (expected.length === 0) throw new CommandFailedError(`No web node is up to release to (bosun nodes --role web)`);
+  const run = (type: string, payload: unknown, target: Target, nodes: string[], phase: string): Promise<FollowResult> =>
+    publishAndFollow(ctx, bus, command(type, payload, target), nodes, options.timeoutSeconds * 1000, (progress) => options.onProgress?.(phase, progress));
+  const failed: NodeFailure[] = [];
+  const failuresOf = (result: FollowResult, phase: NodeFailure["phase"]) =>
+    result.nodes.filter((n) => n.state !== "done").map((n) => ({ node: n.node, phase, detail: n.state === "waiting" || n.state === "acked" || n.state === "running" ? "no answer in time" : (n.detail ?? n.state) }));
+
+  const prepare = await run("release", { app: options.app, repo, commit, sequence, activate: false }, web, expected, "prepare");
+  failed.push(...failuresOf(prepare, "prepare"));
+  const prepared = prepare.nodes.filter((n) => n.state === "done").map((n) => n.node);
+  if (failed.length > options.maxFailures) {
+    return { ...base, prepared, active: [], failed, rolledBack: [], stopped: `${failed.length} node(s) failed to prepare; budget is ${options.maxFailures}; no node was switched`, ok: false };
+  }
+
+  const active: string[] = [];
+  const skipped: string[] = [];
+  const previousOf = new Map<string, string | undefined>();
+  let stopped: string | undefined;
+  for (const batch of batches(prepared, options.batch)) {
+    // One command for the whole role when every web node is in it: they all swap on the same message.
+    const targets = batch.length === expected.length ? [web] : chunk(batch, 8).map((nodes) => ({ nodes }));
+    const results = await Promise.all(targets.map((target, i) => run("activate", { app: options.app, commit, sequence }, target, targets.length === 1 ? batch : chunk(batch, 8)[i]!, "activate")));
+    for (const result of results) {
+      failed.push(...failuresOf(result, "activate"));
+      for (const node of result.nodes.filter((n) => n.state === "done")) {
+        const outcome = node.result as { status?: string; previous?: string } | undefined;
+        if (outcome?.status === "skipped") skipped.push(node.node);
+        else {
+          active.push(node.node);
+          previousOf.set(node.node, outcome?.previous);
+        }
+      }
+    }
+    if (failed.length > options.maxFailures) {
+      stopped = `${failed.length} node(s) failed; budget is ${options.maxFailures}; the rollout stopped`;
+      break;
+    }
+  }
+
+  const rolledBack: string[] = [];
+  if (stopped) {
+    // Nodes this rollout switched go back to what they served before.
+    const back = active.filter((n) => previousOf.get(n));
+    const byTarget = new Map<string, string[]>();
+    for (const node of back) byTarget.set(previousOf.get(node)!, [...(byTarget.get(previousOf.get(node)!) ?? []), node]);
+    const rollbackSequence = Math.max(Date.now(), sequence + 1);
+    for (const [to, nodes] of byTarget) {
+      for (const group of chunk(nodes, 8)) {
+        const result = await run("rollback", { app: options.app, to, sequence: rollbackSequence }, { nodes: group }, group, "rollback");
+        rolledBack.push(...result.nodes.filter((n) => n.state === "done").map((n) => n.node));
+      }
+    }
+    if (previous) await store.put(stateKeys.release(options.app), { ...previous, sequence: rollbackSequence, rollback: true });
+  }
+  return { ...base, prepared, active, skipped, failed, rolledBack, ...(stopped ? { stopped } : {}), ok: !stopped && failed.length === 0 && active.length + skipped.length > 0 };
+}
+
+/** Splits nodes into activation batches: `--batch 2` or `--batch 25%`; one batch when unset. */
+export function batches(nodes: readonly string[], spec: string | undefined): string[][] {
+  if (!spec) return nodes.length ? [[...nodes]] : [];
+  const match = /^(\d+)(%?)$/.exec(spec.trim());
+  if (!match || Number(match[1]) === 0) throw new ConfigError(`Invalid --batch: expected a number of nodes or a percentage like 25%, received ${JSON.stringify(spec)}`);
+  const size = match[2] ? Math.max(1, Math.ceil((nodes.length * Math.min(100, Number(match[1]))) / 100)) : Number(match[1]);
+  return chunk(nodes, size);
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).trim().split("\n")[0] ?? "";
+}
+
+export function renderRelease(result: ReleaseResult): string {
+  const head = `${result.app} ${result.ref} → ${result.commit.slice(0, 12)} (${result.repo})`;
+  if (result.commandId) return `${head}\nPublished release ${result.commandId}; web nodes prepare and switch as each is ready. Follow with: bosun releases --app ${result.app}`;
+  const lines = [head];
+  if (result.active?.length) lines.push(`Active on ${result.active.length} node(s): ${result.active.join(", ")}`);
+  if (result.skipped?.length) lines.push(`Skipped (a newer release is active): ${result.skipped.join(", ")}`);
+  for (const f of result.failed ?? []) lines.push(`Failed ${f.phase} on ${f.node}: ${f.detail}`);
+  if (result.stopped) lines.push(`Stopped: ${result.stopped}`);
+  if (result.rolledBack?.length) lines.push(`Returned to their previous release: ${result.rolledBack.join(", ")}`);
+  return lines.join("\n");
+}

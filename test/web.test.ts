@@ -1,0 +1,236 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readdir, readlink } from "node:fs/promises";
+import { join } from "node:path";
+import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
+import { Nginx, SiteRepo, loadGenerator } from "./helpers/web.ts";
+
+interface WebNode {
+  id: string;
+  root: string;
+  nginx: Nginx;
+  agent: TestProcess;
+  env: Record<string, string>;
+}
+
+type ReleaseJson = { commit: string; active: string[]; failed: { node: string; phase: string; detail: string }[]; rolledBack: string[]; stopped?: string; ok: boolean };
+
+describe("web releases", () => {
+  let fleet: TestFleet;
+  let repo: SiteRepo;
+  const nodes: WebNode[] = [];
+  const pages = new Map<string, string>();
+  const base = { "build.sh": "exit 0\n", "must-exist.txt": "ok\n" };
+
+  /** Commits a release whose page names it; returns the commit id. */
+  async function commitRelease(label: string, extra: Record<string, string | null> = {}): Promise<string> {
+    const page = SiteRepo.page(label);
+    const commit = await repo.commit({ ...base, "index.html": page, ...extra }, label);
+    pages.set(commit, page);
+    return commit;
+  }
+
+  async function startWebNode(id: string, health: { path: string; marker: boolean }): Promise<WebNode> {
+    const root = join(fleet.dir, "www", id, "demo");
+    const nginx = await Nginx.start(join(fleet.dir, "nginx", id), join(root, "current"));
+    const apps = {
+      demo: {
+        root,
+        repos: [repo.dir],
+        build: { command: ["sh", "build.sh"], timeoutSeconds: 2 },
+        health: { url: `${nginx.url}${health.path}`, marker: health.marker, attempts: 2, timeoutSeconds: 2 },
+        keep: 2,
+        graceSeconds: 0,
+      },
+    };
+    const env = { BOSUN_APPS: JSON.stringify(apps) };
+    const agent = await fleet.startAgent(id, ["web"], env);
+    return { id, root, nginx, agent, env };
+  }
+
+  const serving = async (node: WebNode) => (await fetch(`${node.nginx.url}/`)).text();
+  const currentOf = async (node: WebNode) => (await readlink(join(node.root, "current"))).split("/").pop();
+  const release = async (ref: string, ...flags: string[]) => {
+    const out = await fleet.bosun(["release", "--app", "demo", "--ref", ref, "--repo", repo.dir, "--wait", "--timeout", "30", "--json", ...flags]);
+    return { ...out, result: out.code !== null && out.stdout.startsWith("{") ? (JSON.parse(out.stdout) as ReleaseJson) : undefined };
+  };
+
+  before(async () => {
+    fleet = await TestFleet.start({ heartbeatSeconds: 1 });
+    repo = await SiteRepo.create(join(fleet.dir, "site"));
+    await fleet.startCoordinator();
+    nodes.push(await startWebNode("web-1", { path: "/.bosun-release", marker: true }));
+    nodes.push(await startWebNode("web-2", { path: "/must-exist.txt", marker: false }));
+  });
+  after(async () => {
+    await Promise.all(nodes.map((n) => n.nginx.stop()));
+    await fleet.close();
+  });
+
+  it("`bosun release --wait` prepares on every web node, swaps them, and nginx serves the new commit; rollback returns it", async () => {
+    const a = await commitRelease("release A");
+    const first = await release("main");
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.result?.commit, a);
+    assert.deepEqual(first.result?.active.sort(), ["web-1", "web-2"]);
+    for (const node of nodes) assert.equal(await serving(node), pages.get(a));
+
+    const b = await commitRelease("release B");
+    const second = await release("main");
+    assert.equal(second.code, 0, second.stderr);
+    for (const node of nodes) assert.equal(await serving(node), pages.get(b));
+
+    const back = await fleet.bosun(["rollback", "--app", "demo", "--wait", "--json"]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal((JSON.parse(back.stdout) as { to: string }).to, a);
+    for (const node of nodes) assert.equal(await serving(node), pages.get(a));
+
+    // The coordinator learns what each node serves from heartbeats.
+    await fleet.waitForEvent((e) => e.type === "heartbeat" && (e.payload as { releases?: Record<string, string> }).releases?.["demo"] === a, "a heartbeat showing A");
+    const listed = await fleet.bosun(["releases", "--app", "demo", "--json"]);
+    const shown = JSON.parse(listed.stdout) as { desired: { commit: string; rollback: boolean }; nodes: { node: string; serving: string }[] };
+    assert.equal(shown.desired.commit, a);
+    assert.equal(shown.desired.rollback, true);
+  });
+
+  it("serves every request, never a mix of releases, while `current` is swapped 40 times under load", async () => {
+    const node = nodes[0]!;
+    const kept = (await readdir(join(node.root, "releases"))).filter((n) => pages.has(n));
+    assert.ok(kept.length >= 2, "two prepared releases to swap between");
+    const known = new Set(kept.map((c) => pages.get(c)!));
+    const load = loadGenerator(`${node.nginx.url}/`, () => known);
+    let sequence = Date.now();
+    for (let i = 0; i < 40; i++) {
+      const commit = kept[i % 2]!;
+      const command = fleet.command("activate", { app: "demo", commit, sequence: ++sequence }, { nodes: [node.id] });
+      await fleet.publish(command);
+      const done = await fleet.waitForNodeEvent(command.id, node.id, "done");
+      assert.equal((done.payload as { result: { status: string } }).result.status, "active");
+    }
+    const stats = await load.stop();
+    assert.ok(stats.requests > 200, `load ran (${stats.requests} requests)`);
+    assert.equal(stats.failed, 0, `no failed requests: ${stats.errors.join("; ")}`);
+    assert.equal(stats.mixed, 0, "no response mixed two releases");
+  });
+
+  it("refuses an unknown ref, an unreachable repo and an app name that escapes the deploy root", async () => {
+    const unknown = await release("no-such-branch");
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /Cannot resolve ref "no-such-branch" in .*not found/);
+    const unreachable = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", join(fleet.dir, "missing.git"), "--wait"]);
+    assert.equal(unreachable.code, 2);
+    assert.match(unreachable.stderr, /Cannot resolve ref "main" in .*missing\.git/);
+    const escape = await fleet.bosun(["release", "--app", "../../etc", "--ref", "main", "--repo", repo.dir]);
+    assert.equal(escape.code, 2);
+    assert.match(escape.stderr, /Invalid --app/);
+    const signed = fleet.command("release", { app: "../../etc", repo: repo.dir, commit: "a".repeat(40), sequence: 1, activate: true }, { roles: ["web"] });
+    await fleet.publish(signed);
+    const refused = await fleet.waitForNodeEvent(signed.id, "web-1", "refused");
+    assert.equal((refused.payload as { reason: string }).reason, "bad-payload");
+  });
+
+  it("a repo off the allowlist, a failing build and a hanging build leave the site on its release, and the next release works", async () => {
+    const before = await currentOf(nodes[0]!);
+    const other = await SiteRepo.create(join(fleet.dir, "other"));
+    await other.commit({ "index.html": "not ours" });
+    const offList = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir, "--wait", "--timeout", "30", "--json"]);
+    assert.equal(offList.code, 1);
+    assert.match(offList.stdout, /REPO_NOT_ALLOWED/);
+
+    const broken = await commitRelease("broken build", { "build.sh": "echo compiling; exit 3\n" });
+    const failedBuild = await release("main");
+    assert.equal(failedBuild.code, 1);
+    assert.deepEqual(failedBuild.result?.failed.map((f) => `${f.node}:${f.phase}`).sort(), ["web-1:prepare", "web-2:prepare"]);
+    assert.match(failedBuild.result!.failed[0]!.detail, /BUILD_FAILED build \["sh","build.sh"\] exited with code 3/);
+
+    const hanging = await commitRelease("hanging build", { "build.sh": "sleep 30\n" });
+    const hung = await release("main");
+    assert.equal(hung.code, 1);
+    assert.match(hung.result!.failed[0]!.detail, /BUILD_TIMEOUT .*did not finish within 2s/);
+
+    for (const node of nodes) {
+      assert.equal(await currentOf(node), before, "current did not move");
+      const entries = await readdir(join(node.root, "releases"));
+      assert.ok(!entries.includes(broken) && !entries.includes(hanging), "no failed release was kept");
+      assert.ok(!entries.some((e) => e.startsWith(".tmp-")), "nothing half-written is left");
+      assert.equal(await serving(node), pages.get(before!));
+    }
+    const good = await commitRelease("release C", { "build.sh": "exit 0\n" });
+    const next = await release("main");
+    assert.equal(next.code, 0, next.stdout);
+    for (const node of nodes) assert.equal(await serving(node), pages.get(good));
+  });
+
+  it("a failed health check swaps that node back; past the failure budget the rollout stops and switched nodes go back", async () => {
+    const before = await currentOf(nodes[0]!);
+    // web-2 checks /must-exist.txt, which this release removes.
+    await commitRelease("release D without the health file", { "must-exist.txt": null });
+    const result = await release("main", "--batch", "1", "--max-failures", "0");
+    assert.equal(result.code, 1);
+    assert.deepEqual(result.result?.active, ["web-1"]);
+    assert.deepEqual(result.result?.failed.map((f) => `${f.node}:${f.phase}`), ["web-2:activate"]);
+    assert.match(result.result!.failed[0]!.detail, /HEALTH_CHECK_FAILED .*must-exist\.txt answered 404/);
+    assert.deepEqual(result.result?.rolledBack, ["web-1"]);
+    for (const node of nodes) {
+      assert.equal(await currentOf(node), before);
+      assert.equal(await serving(node), pages.get(before!));
+    }
+  });
+
+  it("never moves back to an older release when two releases arrive out of order", async () => {
+    const older = await commitRelease("release E");
+    const newer = await commitRelease("release F");
+    const now = Date.now();
+    const newerCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: newer, sequence: now + 2000, activate: true }, { roles: ["web"] });
+    const olderCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: older, sequence: now + 1000, activate: true }, { roles: ["web"] });
+    await fleet.publish(newerCommand);
+    await fleet.publish(olderCommand);
+    for (const node of nodes) {
+      await fleet.waitForNodeEvent(newerCommand.id, node.id, "done", 30_000);
+      const late = await fleet.waitForNodeEvent(olderCommand.id, node.id, "done", 30_000);
+      assert.equal((late.payload as { result: { status: string } }).result.status, "skipped");
+      assert.equal(await currentOf(node), newer);
+      assert.equal(await serving(node), pages.get(newer));
+    }
+  });
+
+  it("keeps the configured number of releases besides current and previous", async () => {
+    for (const node of nodes) {
+      const kept = (await readdir(join(node.root, "releases"))).filter((e) => !e.startsWith("."));
+      assert.ok(kept.length <= 2 + 2, `at most keep(2) + current + previous: ${kept.length}`);
+      assert.ok(kept.includes((await currentOf(node))!));
+    }
+  });
+
+  it("`bosun agent --sync-once` brings a new node to the desired release, and is quick when already current", async () => {
+    const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
+    const root = join(fleet.dir, "www", "web-new", "demo");
+    const env = { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) };
+    const first = await fleet.bosun(["agent", "--sync-once", "--json"], env);
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual((JSON.parse(first.stdout) as { apps: { action: string; commit: string }[] }).apps.map((a) => `${a.action}:${a.commit}`), [`activated:${desired}`]);
+    assert.equal((await readlink(join(root, "current"))).split("/").pop(), desired);
+    const again = await fleet.bosun(["agent", "--sync-once", "--json"], env);
+    assert.deepEqual((JSON.parse(again.stdout) as { apps: { action: string }[] }).apps.map((a) => a.action), ["already-current"]);
+  });
+
+  it("an agent killed mid-prepare resumes after restart; nothing half-written becomes current", async () => {
+    const node = nodes[0]!;
+    const before = await currentOf(node);
+    const slow = await commitRelease("release G with a slow build", { "build.sh": "sleep 1\n" });
+    const command = fleet.command("release", { app: "demo", repo: repo.dir, commit: slow, sequence: Date.now() + 10_000, activate: true }, { nodes: [node.id] });
+    await fleet.publish(command);
+    await node.agent.waitForLog((r) => r.msg === "building release" && r["commandId"] === command.id, "the build to start");
+    node.agent.child.kill("SIGKILL");
+    await node.agent.exited;
+    assert.equal(await currentOf(node), before, "the killed prepare changed nothing");
+    node.agent = await fleet.startAgent(node.id, ["web"], node.env);
+    const done = await fleet.waitForNodeEvent(command.id, node.id, "done", 30_000);
+    assert.equal((done.payload as { result: { status: string } }).result.status, "active");
+    const acks = fleet.eventsFor(command.id, "ack").map((e) => (e.payload as { resumed: boolean }).resumed);
+    assert.deepEqual(acks, [false, true]);
+    assert.equal(await currentOf(node), slow);
+    assert.equal(await serving(node), pages.get(slow));
+    assert.ok(!(await readdir(join(node.root, "releases"))).some((e) => e.startsWith(".tmp-")));
+  });
+});
