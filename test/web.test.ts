@@ -95,8 +95,11 @@ describe("web releases", () => {
 
   it("serves every request, never a mix of releases, while `current` is swapped 40 times under load", async () => {
     const node = nodes[0]!;
-    const kept = (await readdir(join(node.root, "releases"))).filter((n) => pages.has(n));
-    assert.ok(kept.length >= 2, "two prepared releases to swap between");
+    // Swap between the current release and another kept one, an even number of times, so the node ends where it began.
+    const start = (await currentOf(node))!;
+    const other = (await readdir(join(node.root, "releases"))).find((n) => pages.has(n) && n !== start);
+    assert.ok(other, "two prepared releases to swap between");
+    const kept = [other, start];
     const known = new Set(kept.map((c) => pages.get(c)!));
     const load = loadGenerator(`${node.nginx.url}/`, () => known);
     let sequence = Date.now();
@@ -130,7 +133,7 @@ describe("web releases", () => {
   });
 
   it("a repo off the allowlist, a failing build and a hanging build leave the site on its release, and the next release works", async () => {
-    const before = await currentOf(nodes[0]!);
+    const before = new Map(await Promise.all(nodes.map(async (n) => [n.id, await currentOf(n)] as const)));
     const other = await SiteRepo.create(join(fleet.dir, "other"));
     await other.commit({ "index.html": "not ours" });
     const offList = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir, "--wait", "--timeout", "30", "--json"]);
@@ -149,11 +152,11 @@ describe("web releases", () => {
     assert.match(hung.result!.failed[0]!.detail, /BUILD_TIMEOUT .*did not finish within 2s/);
 
     for (const node of nodes) {
-      assert.equal(await currentOf(node), before, "current did not move");
+      assert.equal(await currentOf(node), before.get(node.id), "current did not move");
       const entries = await readdir(join(node.root, "releases"));
       assert.ok(!entries.includes(broken) && !entries.includes(hanging), "no failed release was kept");
       assert.ok(!entries.some((e) => e.startsWith(".tmp-")), "nothing half-written is left");
-      assert.equal(await serving(node), pages.get(before!));
+      assert.equal(await serving(node), pages.get(before.get(node.id)!));
     }
     const good = await commitRelease("release C", { "build.sh": "exit 0\n" });
     const next = await release("main");
@@ -162,7 +165,7 @@ describe("web releases", () => {
   });
 
   it("a failed health check swaps that node back; past the failure budget the rollout stops and switched nodes go back", async () => {
-    const before = await currentOf(nodes[0]!);
+    const before = new Map(await Promise.all(nodes.map(async (n) => [n.id, await currentOf(n)] as const)));
     // web-2 checks /must-exist.txt, which this release removes.
     await commitRelease("release D without the health file", { "must-exist.txt": null });
     const result = await release("main", "--batch", "1", "--max-failures", "0");
@@ -172,8 +175,8 @@ describe("web releases", () => {
     assert.match(result.result!.failed[0]!.detail, /HEALTH_CHECK_FAILED .*must-exist\.txt answered 404/);
     assert.deepEqual(result.result?.rolledBack, ["web-1"]);
     for (const node of nodes) {
-      assert.equal(await currentOf(node), before);
-      assert.equal(await serving(node), pages.get(before!));
+      assert.equal(await currentOf(node), before.get(node.id));
+      assert.equal(await serving(node), pages.get(before.get(node.id)!));
     }
   });
 
