@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, readlink, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
+import { simpleGit } from "simple-git";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnBosun } from "../packages/cli/src/children.ts";
@@ -41,7 +42,7 @@ describe("bosun dev", () => {
       const running = new Promise<void>((r) => (ready = r));
       const dev = spawnBosun({
         name: "dev",
-        args: ["dev", "--port", "0", "--no-db"],
+        args: ["dev", "--port", "0", "--site-port", "0", "--no-db"],
         cwd: dir,
         env: { PATH: process.env["PATH"], HOME: process.env["HOME"] },
         onLine: (line) => {
@@ -67,6 +68,23 @@ describe("bosun dev", () => {
         (JSON.parse(sent.stdout) as { result: { nodes: { node: string; state: string }[] } }).result.nodes.map((n) => `${n.node}:${n.state}`),
         ["lb-1:done", "web-1:done", "web-2:done"],
       );
+
+      // The demo app: release HEAD of the demo repository to both web nodes, change it, release again, roll back.
+      const sites = [...(lines.find((l) => l.startsWith("Demo site:")) ?? "").matchAll(/(web-\d) (http:\/\/127\.0\.0\.1:\d+)/g)].map((m) => m[2]!);
+      assert.equal(sites.length, 2);
+      const first = await bosun(["release", "--app", "demo", "--ref", "HEAD", "--wait", "--json"], dir);
+      assert.equal(first.code, 0, first.stdout + first.stderr);
+      for (const site of sites) assert.match(await (await fetch(site)).text(), /Bosun demo site/);
+      const repo = join(dir, ".bosun", "dev", "demo-site");
+      await writeFile(join(repo, "index.html"), "<h1>Second release</h1>\n");
+      await simpleGit(repo).add(["index.html"]).then(() => simpleGit(repo).commit("Second"));
+      const second = await bosun(["release", "--app", "demo", "--ref", "HEAD", "--wait"], dir);
+      assert.equal(second.code, 0, second.stdout + second.stderr);
+      assert.match(second.stdout, /Active on 2 node\(s\): web-1, web-2/);
+      for (const site of sites) assert.match(await (await fetch(site)).text(), /Second release/);
+      const back = await bosun(["rollback", "--app", "demo", "--wait"], dir);
+      assert.equal(back.code, 0, back.stdout + back.stderr);
+      for (const site of sites) assert.match(await (await fetch(site)).text(), /Bosun demo site/);
 
       assert.ok((await processesIn(dir)).length >= 5, "dev, a coordinator and three agents run in the directory");
       dev.child.kill("SIGINT");
@@ -103,7 +121,7 @@ describe("the CLI's own errors and help", () => {
 
   it("every command has --help", async () => {
     const dir = tmpdir();
-    for (const command of [[], ["init"], ["dev"], ["agent"], ["coordinator"], ["nodes"], ["keys", "generate"], ["send"], ["events"]]) {
+    for (const command of [[], ["init"], ["dev"], ["agent"], ["coordinator"], ["nodes"], ["keys", "generate"], ["send"], ["events"], ["release"], ["rollback"], ["releases"]]) {
       const result = await bosun([...command, "--help"], dir);
       assert.equal(result.code, 0, `bosun ${command.join(" ")} --help`);
       assert.match(result.stdout, /Usage: bosun/);

@@ -79,12 +79,14 @@ program
   .description("Run a whole fleet on this machine: emulator, coordinator, two web agents, a balancer and (with mariadbd) a db agent")
   .option("--dir <dir>", "where the fleet keeps its state", ".bosun/dev")
   .option("--port <port>", "port of the local SQS/SNS/S3 endpoint (0 picks a free one)", positiveInt("--port"), 4566)
+  .option("--site-port <port>", "first port of the web nodes' demo sites (0 picks free ones)", positiveInt("--site-port"), 8081)
   .option("--web <n>", "how many web agents", positiveInt("--web"), 2)
   .option("--no-db", "do not start a db agent even if mariadbd is installed")
-  .action(async (opts: { dir: string; port: number; web: number; db: boolean }) => {
+  .action(async (opts: { dir: string; port: number; sitePort: number; web: number; db: boolean }) => {
     const fleet = await dev({
       dir: opts.dir,
       port: opts.port,
+      sitePort: opts.sitePort,
       web: opts.web,
       db: opts.db === false ? false : undefined,
       onLine: (name, line) => process.stdout.write(`${formatChildLine(name, line)}\n`),
@@ -93,7 +95,9 @@ program
       [
         `Local fleet running: ${fleet.nodes.map((n) => `${n.id} (${n.roles.join(",")})`).join(", ")}, coordinator.`,
         `Endpoint ${fleet.endpoint}; config ${fleet.configFile}.`,
-        `In another terminal, from this directory: bosun nodes, bosun send probe --target all --wait, bosun events.`,
+        `Demo site: ${fleet.nodes.filter((n) => n.site).map((n) => `${n.id} ${n.site}`).join(", ")}; its repository is ${fleet.demoRepo}.`,
+        `In another terminal, from this directory: bosun nodes, bosun release --app demo --ref HEAD --wait, bosun rollback --app demo --wait,`,
+        `bosun send probe --target all --wait, bosun events.`,
         `Ctrl-C stops them all.`,
         "",
       ].join("\n"),

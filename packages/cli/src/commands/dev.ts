@@ -5,12 +5,15 @@ import { ConfigError } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
 import { startEmulator, type Emulator } from "../emulator.ts";
+import { ensureDemoRepo, startSiteServer } from "../devsite.ts";
 import { init } from "./init.ts";
 import { keysGenerate } from "./keys.ts";
 
 export interface DevOptions {
   dir: string;
   port: number;
+  /** First port of the web nodes' demo sites (web-1 gets it, web-2 the next); 0 picks free ones. */
+  sitePort: number;
   web: number;
   /** Start a db agent; by default when mariadbd is on the PATH. */
   db?: boolean | undefined;
@@ -20,7 +23,8 @@ export interface DevOptions {
 export interface DevFleet {
   endpoint: string;
   configFile: string;
-  nodes: { id: string; roles: string[] }[];
+  nodes: { id: string; roles: string[]; site?: string }[];
+  demoRepo: string;
   close(): Promise<void>;
 }
 
@@ -41,12 +45,14 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
   await mkdir(dir, { recursive: true });
   await claim(join(dir, "dev.pid"));
   const started: BosunProcess[] = [];
+  const sites: { close(): Promise<void> }[] = [];
   let emulator: Emulator | undefined;
   const close = async () => {
     const results = await Promise.allSettled(started.reverse().map((p) => p.stop(90_000)));
     for (const [i, r] of results.entries()) {
       if (r.status === "fulfilled" && r.value.code !== 0) options.onLine(started[i]!.name, `exited with ${r.value.code ?? r.value.signal}`);
     }
+    await Promise.allSettled(sites.map((s) => s.close()));
     await emulator?.stop().catch(() => undefined);
     await rm(join(dir, "dev.pid"), { force: true });
   };
@@ -58,6 +64,8 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         await keysGenerate({ id: key.id, allow: key.allow, dir: keysDir, trustFile: join(keysDir, "trust.json") });
       }
     }
+    const demoRepo = join(dir, "demo-site");
+    await ensureDemoRepo(demoRepo);
     const configFile = join(dir, "bosun.json");
     await writeFile(
       configFile,
@@ -72,6 +80,8 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
           heartbeatSeconds: 5,
           lostAfterSeconds: 20,
           devEndpoint: emulator.endpoint,
+          // Publishers read the demo app's repository from here; each web node gets its own root below.
+          apps: { demo: { root: "nodes/publisher/demo", repos: [demoRepo] } },
         },
         null,
         2,
@@ -85,7 +95,7 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
     }
 
     const withDb = options.db ?? onPath("mariadbd");
-    const nodes = [
+    const nodes: DevFleet["nodes"] = [
       ...Array.from({ length: options.web }, (_, i) => ({ id: `web-${i + 1}`, roles: ["web"] })),
       { id: "lb-1", roles: ["balancer"] },
       ...(withDb ? [{ id: "db-1", roles: ["db"] }] : []),
@@ -97,14 +107,24 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
       return child;
     };
     launch("coordinator", ["coordinator"], { BOSUN_KEY_ID: "coordinator", BOSUN_SIGNING_KEY: join(keysDir, "coordinator.key") });
-    for (const node of nodes) {
+    for (const [i, node] of nodes.entries()) {
+      const extra: Record<string, string> = {};
+      if (node.roles.includes("web")) {
+        // Each web node serves its own copy of the demo site, as nginx would on its own machine.
+        const root = join(dir, "nodes", node.id, "www", "demo");
+        const site = await startSiteServer(join(root, "current"), options.sitePort === 0 ? 0 : options.sitePort + i);
+        sites.push(site);
+        node.site = site.url;
+        extra["BOSUN_APPS"] = JSON.stringify({ demo: { root, repos: [demoRepo], health: { url: `${site.url}/.bosun-release`, marker: true } } });
+      }
       launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
         BOSUN_STATE_DIR: join(dir, "nodes", node.id),
         BOSUN_KEY_ID: "fleet",
         BOSUN_SIGNING_KEY: join(keysDir, "fleet.key"),
+        ...extra,
       });
     }
-    return { endpoint: emulator.endpoint, configFile, nodes, close };
+    return { endpoint: emulator.endpoint, configFile, nodes, demoRepo, close };
   } catch (error) {
     await close();
     throw error;
