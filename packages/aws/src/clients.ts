@@ -1,13 +1,14 @@
 import { SQSClient } from "@aws-sdk/client-sqs";
 import { SNSClient } from "@aws-sdk/client-sns";
 import { S3Client } from "@aws-sdk/client-s3";
-import { EC2Client } from "@aws-sdk/client-ec2";
+import type { EC2Client } from "@aws-sdk/client-ec2";
 
 export interface AwsClients {
   sqs: SQSClient;
   sns: SNSClient;
   s3: S3Client;
-  ec2: EC2Client;
+  /** Loaded on first use: only an agent finding its identity on EC2 needs it, and it is large. */
+  ec2: (() => Promise<EC2Client>) & { loaded?: Promise<EC2Client> };
 }
 
 /**
@@ -24,7 +25,7 @@ export function createAwsClients(explicit?: ExplicitAws): AwsClients {
     sqs: new SQSClient({ ...base, useQueueUrlAsEndpoint: !local("SQS") }),
     sns: new SNSClient(base),
     s3: new S3Client({ ...base, forcePathStyle: local("S3") }),
-    ec2: new EC2Client(base),
+    ec2: lazy(async () => new (await import("@aws-sdk/client-ec2")).EC2Client(base)),
   };
 }
 
@@ -38,5 +39,11 @@ export function destroyAwsClients(clients: AwsClients): void {
   clients.sqs.destroy();
   clients.sns.destroy();
   clients.s3.destroy();
-  clients.ec2.destroy();
+  void clients.ec2.loaded?.then((ec2) => ec2.destroy());
+}
+
+/** A value made on first call; `loaded` says whether (and what) it was made, for cleanup. */
+function lazy<T>(load: () => Promise<T>): (() => Promise<T>) & { loaded?: Promise<T> } {
+  const get: (() => Promise<T>) & { loaded?: Promise<T> } = () => (get.loaded ??= load());
+  return get;
 }

@@ -1,5 +1,3 @@
-import { MetadataService } from "@aws-sdk/ec2-metadata-service";
-import { DescribeTagsCommand } from "@aws-sdk/client-ec2";
 import { AwsError, namePattern } from "@bosun/core";
 import type { AwsClients } from "./clients.ts";
 
@@ -19,6 +17,9 @@ export const CLUSTER_TAG = "bosun:cluster";
  * is honoured) and the roles from the instance's `bosun:role` tag (comma separated).
  */
 export async function identityFromEc2(clients: AwsClients, options: { timeoutMs?: number } = {}): Promise<NodeIdentity> {
+  // Loaded here, not at start: off EC2 these modules are dead weight in every agent.
+  const { MetadataService } = await import("@aws-sdk/ec2-metadata-service");
+  const { DescribeTagsCommand } = await import("@aws-sdk/client-ec2");
   const imds = new MetadataService({ ec2MetadataV1Disabled: true, httpOptions: { timeout: options.timeoutMs ?? 2000 }, retries: 2 });
   let nodeId: string;
   try {
@@ -29,7 +30,7 @@ export async function identityFromEc2(clients: AwsClients, options: { timeoutMs?
       { cause },
     );
   }
-  const out = await clients.ec2.send(new DescribeTagsCommand({ Filters: [{ Name: "resource-id", Values: [nodeId] }] }));
+  const out = await (await clients.ec2()).send(new DescribeTagsCommand({ Filters: [{ Name: "resource-id", Values: [nodeId] }] }));
   const tags = new Map((out.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""]));
   const roles = (tags.get(ROLE_TAG) ?? "").split(",").map((r) => r.trim()).filter(Boolean);
   if (roles.length === 0) throw new AwsError(`Instance ${nodeId} has no "${ROLE_TAG}" tag; tag it with its roles, for example "web".`);

@@ -11,7 +11,6 @@ import { send, renderSend } from "./commands/send.ts";
 import { events, renderEvent } from "./commands/events.ts";
 import { startAgent } from "./commands/agent.ts";
 import { startCoordinator } from "./commands/coordinator.ts";
-import { dev } from "./commands/dev.ts";
 import { formatChildLine } from "./devlog.ts";
 import { release, renderRelease } from "./commands/release.ts";
 import { rollback } from "./commands/rollback.ts";
@@ -83,6 +82,8 @@ program
   .option("--web <n>", "how many web agents", positiveInt("--web"), 2)
   .option("--no-db", "do not start a db agent even if mariadbd is installed")
   .action(async (opts: { dir: string; port: number; sitePort: number; web: number; db: boolean }) => {
+    // Loaded on demand: it brings the emulator, which no other command needs.
+    const { dev } = await import("./commands/dev.ts");
     const fleet = await dev({
       dir: opts.dir,
       port: opts.port,
