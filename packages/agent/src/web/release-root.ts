@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
 import type { AppSettings, Logger } from "@bosun/core";
@@ -13,6 +13,8 @@ const stateSchema = z.object({
   previous: z.string().optional(),
   /** When each release stopped being current: deleted after the grace period. */
   retired: z.record(z.string(), z.string()).default({}),
+  /** A swap in progress: written before the rename, cleared once the health verdict is in. */
+  pending: z.object({ from: z.string().optional(), to: z.string() }).optional(),
 });
 export type RootState = z.infer<typeof stateSchema>;
 
@@ -110,7 +112,8 @@ export class ReleaseRoot {
         try {
           await checkoutVerified(join(this.root, "mirror.git"), commit, tmp, signal);
         } catch (error) {
-          throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${firstLine(error)}`);
+          // Git says "unable to write file" when the disk is full; the free space makes that plain.
+          throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${firstLine(error)} (${await freeSpace(this.root)})`);
         }
         await writeFile(join(tmp, ".bosun-release"), `${commit}\n`);
         let buildMs: number | undefined;
@@ -140,6 +143,8 @@ export class ReleaseRoot {
     return serialised(this.root, async () => {
       const state = await this.readState();
       const current = await this.current();
+      // An earlier run swapped and died before the health verdict: the release to fall back to is where that swap began.
+      const origin = state.pending && state.pending.to === current ? state.pending.from : current;
       if (!options.rollback && sequence < state.sequence) {
         return { status: "skipped", app: this.app, commit, ...(current ? { current } : {}), reason: `a newer release (${current?.slice(0, 12) ?? "?"}) is already active` };
       }
@@ -147,22 +152,27 @@ export class ReleaseRoot {
         return { status: "failed", code: "NOT_PREPARED", error: `release ${commit} is not prepared on this node`, ...(current ? { current } : {}) };
       }
       const swappedAt = Date.now();
-      if (current !== commit) await this.#swap(commit);
+      if (current !== commit) {
+        await this.#writeState({ ...state, pending: { ...(origin ? { from: origin } : {}), to: commit } });
+        await this.#swap(commit);
+      }
+      const { pending: _done, ...settled } = state;
       if (this.settings.health) {
         const health = await probeHealth(this.settings.health, commit, options.signal);
         if (!health.ok) {
-          if (current && current !== commit) await this.#swap(current);
-          options.log.warn({ error: health.error, restored: current }, "health check failed after swap; swapped back");
-          return { status: "failed", code: "HEALTH_CHECK_FAILED", error: `${health.error}; swapped back to ${current?.slice(0, 12) ?? "nothing"}`, ...(current ? { current } : {}) };
+          if (origin && origin !== commit) await this.#swap(origin);
+          await this.#writeState(settled);
+          options.log.warn({ error: health.error, restored: origin }, "health check failed after swap; swapped back");
+          return { status: "failed", code: "HEALTH_CHECK_FAILED", error: `${health.error}; swapped back to ${origin?.slice(0, 12) ?? "nothing"}`, ...(origin ? { current: origin } : {}) };
         }
       }
-      const retired = { ...state.retired };
+      const retired = { ...settled.retired };
       delete retired[commit];
-      if (current && current !== commit) retired[current] = new Date().toISOString();
-      const previous = current && current !== commit ? current : state.previous;
+      if (origin && origin !== commit) retired[origin] = new Date().toISOString();
+      const previous = origin && origin !== commit ? origin : settled.previous;
       await this.#writeState({ sequence, retired, ...(previous ? { previous } : {}) });
       await this.prune(options.log);
-      return { status: "active", app: this.app, commit, ...(current && current !== commit ? { previous: current } : {}), swappedAt };
+      return { status: "active", app: this.app, commit, ...(origin && origin !== commit ? { previous: origin } : {}), swappedAt };
     });
   }
 
@@ -194,7 +204,13 @@ export class ReleaseRoot {
   async #writeState(state: RootState): Promise<void> {
     const path = join(this.root, "state.json");
     const tmp = `${path}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(state));
+    const file = await open(tmp, "w");
+    try {
+      await file.writeFile(JSON.stringify(state));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
     await rename(tmp, path);
   }
 
@@ -216,6 +232,15 @@ export class PrepareError extends Error {
     super(message);
     this.name = "PrepareError";
     this.code = code;
+  }
+}
+
+async function freeSpace(path: string): Promise<string> {
+  try {
+    const fs = await statfs(path);
+    return `${Math.floor((fs.bavail * fs.bsize) / 1024)} KiB free on ${path}`;
+  } catch {
+    return `free space on ${path} unknown`;
   }
 }
 

@@ -1,0 +1,116 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdir, readdir, readFile, readlink } from "node:fs/promises";
+import { createServer, type ServerResponse } from "node:http";
+import { once } from "node:events";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { TestFleet } from "./helpers/fleet.ts";
+import { SiteRepo } from "./helpers/web.ts";
+
+const run = promisify(execFile);
+
+/** A web node's app settings, with the deploy root and health URL given. */
+const appsEnv = (root: string, repo: string, health?: string) => ({
+  BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo], ...(health ? { health: { url: health, attempts: 1, timeoutSeconds: 60 } } : {}) } }),
+});
+
+describe("web faults", () => {
+  let fleet: TestFleet;
+  let repo: SiteRepo;
+  before(async () => {
+    fleet = await TestFleet.start({ visibilityTimeoutSeconds: 3 });
+    repo = await SiteRepo.create(join(fleet.dir, "site"));
+  });
+  after(() => fleet.close());
+
+  const release = (node: string, commit: string) =>
+    fleet.command("release", { app: "demo", repo: repo.dir, commit, sequence: Date.now(), activate: true }, { nodes: [node] });
+
+  it("a full disk during checkout leaves the site on its release and nothing half-written; the next release works", async (t) => {
+    const root = join(fleet.dir, "small-disk");
+    await mkdir(root, { recursive: true });
+    // A 2 MiB filesystem of its own: fetching a compressible 8 MiB file fits, checking it out does not.
+    try {
+      await run("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]);
+    } catch (error) {
+      t.skip(`cannot mount a small tmpfs here (needs root): ${(error as Error).message}`);
+      return;
+    }
+    try {
+      const node = "full-1";
+      await fleet.startAgent(node, ["web"], appsEnv(join(root, "demo"), repo.dir));
+      const first = await repo.commit({ "index.html": "first\n" });
+      const ok = release(node, first);
+      await fleet.publish(ok);
+      assert.equal(((await fleet.waitForNodeEvent(ok.id, node, "done")).payload as { result: { status: string } }).result.status, "active");
+
+      // Compressible (small in the mirror) and not zeros (git writes runs of zeros as holes).
+      const big = await repo.commit({ "big.bin": "bosun ".repeat(1_400_000) });
+      const full = release(node, big);
+      await fleet.publish(full);
+      const failed = await fleet.waitForNodeEvent(full.id, node, "failed", 30_000);
+      const reason = failed.payload as { code: string; error: string };
+      assert.equal(reason.code, "CHECKOUT_FAILED");
+      assert.match(reason.error, /unable to write file big\.bin \(\d+ KiB free on /);
+      assert.equal((await readlink(join(root, "demo", "current"))).split("/").pop(), first);
+      assert.deepEqual((await readdir(join(root, "demo", "releases"))).filter((e) => e.startsWith(".")), [], "no temporary tree or index left");
+
+      const next = await repo.commit({ "big.bin": null, "index.html": "next\n" });
+      const after = release(node, next);
+      await fleet.publish(after);
+      assert.equal(((await fleet.waitForNodeEvent(after.id, node, "done", 30_000)).payload as { result: { status: string } }).result.status, "active");
+      assert.equal(await readFile(join(root, "demo", "current", "index.html"), "utf8"), "next\n");
+    } finally {
+      await fleet.processes.find((p) => p.name === "full-1")?.stop();
+      await run("umount", ["-l", root]).catch(() => undefined);
+    }
+  });
+
+  it("an agent killed between the swap and the health verdict resumes and swaps back when the site is unhealthy", async () => {
+    // The node's health endpoint: held open (the agent waits on it) until told how to answer.
+    const held: ServerResponse[] = [];
+    let mode: "hold" | "fail" = "hold";
+    const health = createServer((_req, res) => {
+      if (mode === "hold") held.push(res);
+      else res.writeHead(500).end("broken");
+    });
+    health.listen(0, "127.0.0.1");
+    await once(health, "listening");
+    const url = `http://127.0.0.1:${(health.address() as { port: number }).port}/health`;
+    const root = join(fleet.dir, "swap", "demo");
+    const node = "swap-1";
+    try {
+      const env = appsEnv(root, repo.dir, url);
+      const first = await repo.commit({ "index.html": "stable\n" });
+      const agent = await fleet.startAgent(node, ["web"], appsEnv(root, repo.dir));
+      const initial = release(node, first);
+      await fleet.publish(initial);
+      await fleet.waitForNodeEvent(initial.id, node, "done");
+      await agent.stop();
+
+      const killed = await fleet.startAgent(node, ["web"], env);
+      const risky = await repo.commit({ "index.html": "risky\n" });
+      const command = release(node, risky);
+      await fleet.publish(command);
+      // The swap has happened when the agent starts probing its site.
+      while (held.length === 0) await once(health, "request");
+      assert.equal((await readlink(join(root, "current"))).split("/").pop(), risky);
+      killed.child.kill("SIGKILL");
+      await killed.exited;
+      for (const res of held) res.destroy();
+
+      mode = "fail";
+      await fleet.startAgent(node, ["web"], env);
+      const failed = await fleet.waitForNodeEvent(command.id, node, "failed", 30_000);
+      assert.equal((failed.payload as { code: string }).code, "HEALTH_CHECK_FAILED");
+      assert.deepEqual(fleet.eventsFor(command.id, "ack").map((e) => (e.payload as { resumed: boolean }).resumed), [false, true]);
+      assert.equal((await readlink(join(root, "current"))).split("/").pop(), first, "back on the release from before the interrupted swap");
+      assert.equal(fleet.eventsFor(command.id, "done").length, 0);
+    } finally {
+      health.closeAllConnections();
+      health.close();
+    }
+  });
+});
