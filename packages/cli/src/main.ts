@@ -34,6 +34,8 @@ Exit codes: 0 done, 1 a target node failed or did not answer, 2 bad usage or set
   );
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
+/** Whether progress was drawn live on this terminal, so the final output need not repeat the table. */
+const liveView = () => Boolean(process.stderr.isTTY && process.stdout.isTTY);
 const positiveInt = (name: string) => (value: string) => {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number, received ${JSON.stringify(value)}`);
@@ -194,7 +196,7 @@ program
       send(ctx, { type, target: opts.target, payload: opts.payload, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
     );
     view.done();
-    output(json).print(result, renderSend);
+    output(json).print(result, (r) => renderSend(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
   });
 
@@ -251,7 +253,7 @@ program
     const result = await withContext((ctx) => rollback(ctx, { app: opts.app, to: opts.to, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }));
     view.done();
     output(json).print(result, (r) =>
-      renderSend({ commandId: r.commandId, type: "rollback", target: `role:web → ${r.to.slice(0, 12)}`, ...(r.result ? { result: r.result } : {}) }),
+      renderSend({ commandId: r.commandId, type: "rollback", target: `role:web → ${r.to.slice(0, 12)}`, ...(r.result ? { result: r.result } : {}) }, { withTable: !liveView() }),
     );
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
   });

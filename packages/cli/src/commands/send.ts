@@ -58,10 +58,11 @@ export async function send(ctx: Context, options: SendOptions): Promise<SendResu
   return { ...base, expected, result };
 }
 
-export function renderSend(result: SendResult): string {
+/** `withTable: false` when a live view already left the table on the terminal. */
+export function renderSend(result: SendResult, options: { withTable: boolean } = { withTable: true }): string {
   const head = `Sent ${result.type} ${result.commandId} to ${result.target}`;
   if (!result.result) return head;
-  const lines = [head, renderProgress(result.result.nodes)];
+  const lines = options.withTable ? [head, renderProgress(result.result.nodes)] : [head];
   if (result.result.failed.length) lines.push(`Failed: ${result.result.failed.join(", ")}`);
   if (result.result.missing.length) lines.push(`No answer in time: ${result.result.missing.join(", ")}`);
   if (result.result.nodes.length === 0) lines.push("No node was expected or answered: is any node with that role up? (bosun nodes)");
