@@ -99,11 +99,11 @@ describe("bad input is refused, dead-lettered and survived", () => {
   const rawAttributes = { kind: "command", type: "probe", correlation: "raw", "to.node.web-1": "1" };
 
   /** Publishes bad input, expects a refusal with `reason`, then proves the agent still serves a good command. */
-  async function expectRefused(reason: string, publish: () => Promise<void>, correlation?: string): Promise<void> {
+  async function expectRefused(reason: string, publish: () => Promise<void>, messageId?: string): Promise<void> {
     const before = agent.logs.items.length;
     await publish();
     const refused = await fleet.waitForEvent(
-      (e) => e.type === "refused" && (e.payload as { reason: string }).reason === reason && (!correlation || e.correlationId === correlation),
+      (e) => e.type === "refused" && (e.payload as { reason: string }).reason === reason && (!messageId || (e.payload as { messageId?: string }).messageId === messageId),
       `a refused event with reason ${reason}`,
     );
     assert.equal((refused.payload as { node: { id: string } }).node.id, node);
@@ -158,6 +158,19 @@ describe("bad input is refused, dead-lettered and survived", () => {
     await expectRefused("replayed", () => fleet.publish(command), command.id);
     assert.equal(countInLog(await probeLog(fleet, node), command.id), 1);
     assert.equal(fleet.eventsFor(command.id, "done").length, 1);
+    // The copy's refusal is not reported on the command itself: its issuer saw it done, and it stays done.
+    assert.equal(fleet.eventsFor(command.id, "refused").length, 0);
+  });
+
+  it("a forged command id in an unverifiable message neither names nor blocks the real command", async () => {
+    const real = fleet.command("probe", {}, target);
+    const { sig: _sig, ...unsigned } = { ...real, payload: { seconds: 0, note: "forged" } };
+    await fleet.publishRaw(JSON.stringify(unsigned), attributes(unsigned));
+    const refused = await fleet.waitForEvent((e) => e.type === "refused" && (e.payload as { messageId?: string }).messageId === real.id, "the forged copy refused");
+    assert.equal((refused.payload as { verified: boolean }).verified, false);
+    assert.notEqual(refused.correlationId, real.id);
+    await fleet.publish(real);
+    await fleet.waitForNodeEvent(real.id, node, "done");
   });
 
   it("keeps every refused message in the dead-letter queue with its reason", async () => {

@@ -68,6 +68,19 @@ describe("web faults", () => {
     }
   });
 
+  it("a node's first release that fails its health check leaves no `current`, as before", async () => {
+    const node = "first-1";
+    const root = join(fleet.dir, "first", "demo");
+    // Nothing listens on port 9 here: the probe fails at once.
+    await fleet.startAgent(node, ["web"], appsEnv(root, repo.dir, "http://127.0.0.1:9/health"));
+    const commit = await repo.commit({ "index.html": "never served\n" });
+    const command = release(node, commit);
+    await fleet.publish(command);
+    const failed = await fleet.waitForNodeEvent(command.id, node, "failed", 30_000);
+    assert.equal((failed.payload as { code: string }).code, "HEALTH_CHECK_FAILED");
+    await assert.rejects(readlink(join(root, "current")), { code: "ENOENT" });
+  });
+
   it("an agent killed between the swap and the health verdict resumes and swaps back when the site is unhealthy", async () => {
     // The node's health endpoint: held open (the agent waits on it) until told how to answer.
     const held: ServerResponse[] = [];

@@ -50,8 +50,10 @@ describe("web releases", () => {
 
   const serving = async (node: WebNode) => (await fetch(`${node.nginx.url}/`)).text();
   const currentOf = async (node: WebNode) => (await readlink(join(node.root, "current"))).split("/").pop();
+  /** CI's key: it may release, activate and roll back, nothing else. */
+  const ci = () => ({ BOSUN_KEY_ID: "ci", BOSUN_SIGNING_KEY: join(fleet.dir, "keys", "ci.key") });
   const release = async (ref: string, ...flags: string[]) => {
-    const out = await fleet.bosun(["release", "--app", "demo", "--ref", ref, "--repo", repo.dir, "--wait", "--timeout", "30", "--json", ...flags]);
+    const out = await fleet.bosun(["release", "--app", "demo", "--ref", ref, "--repo", repo.dir, "--wait", "--timeout", "30", "--json", ...flags], ci());
     return { ...out, result: out.code !== null && out.stdout.startsWith("{") ? (JSON.parse(out.stdout) as ReleaseJson) : undefined };
   };
 
@@ -80,7 +82,7 @@ describe("web releases", () => {
     assert.equal(second.code, 0, second.stderr);
     for (const node of nodes) assert.equal(await serving(node), pages.get(b));
 
-    const back = await fleet.bosun(["rollback", "--app", "demo", "--wait", "--json"]);
+    const back = await fleet.bosun(["rollback", "--app", "demo", "--wait", "--json"], ci());
     assert.equal(back.code, 0, back.stderr);
     assert.equal((JSON.parse(back.stdout) as { to: string }).to, a);
     for (const node of nodes) assert.equal(await serving(node), pages.get(a));
@@ -140,8 +142,11 @@ describe("web releases", () => {
     assert.equal(offList.code, 1);
     assert.match(offList.stdout, /REPO_NOT_ALLOWED/);
 
+    const desiredBefore = JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } };
     const broken = await commitRelease("broken build", { "build.sh": "echo compiling; exit 3\n" });
     const failedBuild = await release("main");
+    const desiredAfter = JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } };
+    assert.equal(desiredAfter.desired.commit, desiredBefore.desired.commit, "a stopped rollout leaves the desired release as it was");
     assert.equal(failedBuild.code, 1);
     assert.deepEqual(failedBuild.result?.failed.map((f) => `${f.node}:${f.phase}`).sort(), ["web-1:prepare", "web-2:prepare"]);
     assert.match(failedBuild.result!.failed[0]!.detail, /BUILD_FAILED build \["sh","build.sh"\] exited with code 3/);
@@ -194,6 +199,14 @@ describe("web releases", () => {
       assert.equal((late.payload as { result: { status: string } }).result.status, "skipped");
       assert.equal(await currentOf(node), newer);
       assert.equal(await serving(node), pages.get(newer));
+    }
+    // A rollback issued before the newer release, arriving after it, is just as old.
+    const staleRollback = fleet.command("rollback", { app: "demo", to: older, sequence: now + 1500 }, { roles: ["web"] });
+    await fleet.publish(staleRollback);
+    for (const node of nodes) {
+      const skipped = await fleet.waitForNodeEvent(staleRollback.id, node.id, "done", 30_000);
+      assert.equal((skipped.payload as { result: { status: string } }).result.status, "skipped");
+      assert.equal(await currentOf(node), newer);
     }
   });
 

@@ -87,7 +87,7 @@ export class TestFleet {
     const trustFile = join(keys, "trust.json");
     for (const [id, allow] of [
       ["oncall", ["*"]],
-      ["ci", ["release"]],
+      ["ci", ["release", "activate", "rollback"]],
       ["fleet", ["event:*"]],
       ["coordinator", ["*", "event:*"]],
     ] as const) {

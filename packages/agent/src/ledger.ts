@@ -13,6 +13,7 @@ const entrySchema = z.object({
   bootId: z.string(),
   expiresAt: z.string(),
   updatedAt: z.string(),
+  correlationId: z.string().optional(),
   /** The terminal event's payload, re-published if the command is delivered again. */
   outcome: z.record(z.string(), z.unknown()).optional(),
 });
@@ -59,6 +60,18 @@ export class Ledger {
       await file.close();
     }
     await rename(tmp, path);
+  }
+
+  /** Forgets one command, so its next delivery runs afresh (a handler asked to be retried). */
+  async forget(id: string): Promise<void> {
+    if (idPattern.test(id)) await rm(this.#path(id), { force: true });
+  }
+
+  /** Every entry, for the scan at start. */
+  async entries(): Promise<LedgerEntry[]> {
+    const names = (await readdir(this.#dir)).filter((n) => n.endsWith(".json"));
+    const entries = await Promise.all(names.map((n) => this.get(n.slice(0, -5)).catch(() => undefined)));
+    return entries.filter((e): e is LedgerEntry => e !== undefined);
   }
 
   /** Forgets entries whose commands have expired: a copy of those is refused as expired anyway. */

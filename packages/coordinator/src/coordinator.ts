@@ -125,11 +125,16 @@ export class Coordinator {
     const now = this.#deps.clock.now().getTime();
     for (const node of this.#nodes.values()) {
       if (node.status !== "up" || now - Date.parse(node.lastSeen) <= this.#settings.lostAfterSeconds * 1000) continue;
-      node.status = "lost";
-      node.downReason = `no heartbeat since ${node.lastSeen}`;
-      this.#log.warn({ node: node.id, lastSeen: node.lastSeen }, "node lost: heartbeats stopped");
-      await this.#store.put(stateKeys.node(node.id), node);
-      await this.#publish("node-down", node.id, { node: { id: node.id, roles: node.roles }, reason: "lost", lastSeen: node.lastSeen });
+      try {
+        // Announce first: if the record write fails, the next sweep still sees the node up and tries again.
+        await this.#publish("node-down", node.id, { node: { id: node.id, roles: node.roles }, reason: "lost", lastSeen: node.lastSeen });
+        node.status = "lost";
+        node.downReason = `no heartbeat since ${node.lastSeen}`;
+        this.#log.warn({ node: node.id, lastSeen: node.lastSeen }, "node lost: heartbeats stopped");
+        await this.#store.put(stateKeys.node(node.id), node);
+      } catch (error) {
+        this.#log.error({ err: error, node: node.id }, "could not declare node lost; will try again");
+      }
     }
   }
 

@@ -27,6 +27,8 @@ export const eventSchemas = {
     node: nodeRef,
     reason: z.enum(refusalReasons),
     detail: z.string(),
+    /** Whether messageId, type and issuer passed the signature check, or are only what the message claimed. */
+    verified: z.boolean(),
     messageId: z.string().optional(),
     type: z.string().optional(),
     issuer: z.string().optional(),

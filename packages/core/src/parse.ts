@@ -25,6 +25,13 @@ export type RefusalReason = (typeof refusalReasons)[number];
 export interface Refusal {
   reason: RefusalReason;
   detail: string;
+  /**
+   * Whether the fields below passed the signature check. Unverified ones are only what the
+   * message claims, and must not be trusted to name a command (in the ledger or an event).
+   */
+  verified: boolean;
+  /** The envelope, once its signature checked out (refusals after that step). */
+  envelope?: Envelope;
   messageId?: string;
   type?: string;
   issuer?: string;
@@ -57,15 +64,15 @@ export const MAX_LIFETIME_MS = 24 * 3600_000;
  */
 export function parseMessage(raw: string, ctx: ParseContext): Result<ParsedMessage, Refusal> {
   const size = Buffer.byteLength(raw, "utf8");
-  if (size > ctx.maxBytes) return err({ reason: "oversized", detail: `body is ${size} bytes, limit is ${ctx.maxBytes}` });
+  if (size > ctx.maxBytes) return err({ reason: "oversized", verified: false, detail: `body is ${size} bytes, limit is ${ctx.maxBytes}` });
 
   let json: unknown;
   try {
     json = JSON.parse(raw);
   } catch (cause) {
-    return err({ reason: "malformed-json", detail: (cause as Error).message });
+    return err({ reason: "malformed-json", verified: false, detail: (cause as Error).message });
   }
-  const known = knownFields(json);
+  const known = { ...knownFields(json), verified: false };
   if (typeof json !== "object" || json === null || !("sig" in json) || (json as { sig: unknown }).sig === "") {
     return err({ ...known, reason: "unsigned", detail: "message carries no signature" });
   }
@@ -75,13 +82,14 @@ export function parseMessage(raw: string, ctx: ParseContext): Result<ParsedMessa
     return err({ ...known, reason: "bad-envelope", detail: `${issue.path.join(".") || "envelope"}: ${issue.message}` });
   }
   const envelope = parsed.data;
-  const about = { messageId: envelope.id, type: envelope.type, issuer: envelope.issuer, correlationId: envelope.correlationId };
+  const claimed = { messageId: envelope.id, type: envelope.type, issuer: envelope.issuer, correlationId: envelope.correlationId, verified: false };
 
   const key = ctx.trust.get(envelope.issuer);
-  if (!key) return err({ ...about, reason: "unknown-key", detail: `key "${envelope.issuer}" is not in the trust file` });
+  if (!key) return err({ ...claimed, reason: "unknown-key", detail: `key "${envelope.issuer}" is not in the trust file` });
   if (!verifyEnvelope(envelope, key.publicKey)) {
-    return err({ ...about, reason: "bad-signature", detail: `signature does not match key "${envelope.issuer}"` });
+    return err({ ...claimed, reason: "bad-signature", detail: `signature does not match key "${envelope.issuer}"` });
   }
+  const about = { ...claimed, verified: true, envelope };
   if (!ctx.trust.allows(envelope.issuer, envelope.kind, envelope.type)) {
     return err({ ...about, reason: "not-allowed", detail: `key "${envelope.issuer}" may not send ${envelope.kind} "${envelope.type}"` });
   }

@@ -17,6 +17,7 @@ export function releaseRoot(ctx: CommandContext<{ app: string }>): ReleaseRoot |
 /** Turns a swap outcome into the command's outcome; a skip is a success that says why. */
 export function swapOutcome(outcome: Awaited<ReturnType<ReleaseRoot["activate"]>>): CommandOutcome {
   if (outcome.status === "failed") return { status: "failed", code: outcome.code, error: outcome.error };
+  if (outcome.status === "interrupted") return { status: "interrupted" };
   return { status: "done", result: outcome };
 }
 

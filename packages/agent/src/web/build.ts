@@ -11,7 +11,7 @@ export type BuildResult = { ok: true; durationMs: number } | { ok: false; error:
 export async function runBuild(command: readonly string[], options: { cwd: string; timeoutSeconds: number; signal: AbortSignal; log: Logger; env?: NodeJS.ProcessEnv }): Promise<BuildResult> {
   const started = performance.now();
   const [file, ...args] = command;
-  const child = spawn(file!, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(file!, args, { cwd: options.cwd, env: options.env ?? buildEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream] }).on("line", (line) => options.log.info({ stream, line: line.slice(0, 2000) }, "build output"));
   }
@@ -40,4 +40,11 @@ export async function runBuild(command: readonly string[], options: { cwd: strin
   if (exit.error) return { ok: false, code: "BUILD_FAILED", error: `build ${JSON.stringify(command)} could not start: ${exit.error.message}` };
   if (exit.code !== 0) return { ok: false, code: "BUILD_FAILED", error: `build ${JSON.stringify(command)} exited with code ${exit.code}` };
   return { ok: true, durationMs };
+}
+
+/** Builds run the repository's code: they get a plain environment, not the agent's settings or AWS credentials. */
+function buildEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const key of ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"]) if (process.env[key] !== undefined) env[key] = process.env[key];
+  return env;
 }

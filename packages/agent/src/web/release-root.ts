@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import type { AppSettings, Logger } from "@bosun/core";
+import { BosunError, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
 import { probeHealth } from "./health.ts";
@@ -21,7 +21,9 @@ export type RootState = z.infer<typeof stateSchema>;
 export type SwapOutcome =
   | { status: "active"; app: string; commit: string; previous?: string; swappedAt: number }
   | { status: "skipped"; app: string; commit: string; current?: string; reason: string }
-  | { status: "failed"; error: string; code: string; current?: string };
+  | { status: "failed"; error: string; code: string; current?: string }
+  /** The agent is stopping: the swap stays pending and the resumed command probes again. */
+  | { status: "interrupted" };
 
 /** One lock per deploy root, so a node works on one app's releases one step at a time. */
 const locks = new Map<string, Promise<unknown>>();
@@ -136,8 +138,8 @@ export class ReleaseRoot {
 
   /**
    * Makes `commit` current with one rename(2) of a fresh symlink over `current`, then probes the
-   * site; a failed probe swaps straight back. Unless `rollback`, a release older than the current
-   * one (by publish sequence) is skipped: nodes never move backwards because messages crossed.
+   * site; a failed probe swaps straight back. A release or rollback older than the current one
+   * (by publish sequence) is skipped: nodes never move backwards because messages crossed.
    */
   activate(commit: string, sequence: number, options: { rollback: boolean; signal: AbortSignal; log: Logger }): Promise<SwapOutcome> {
     return serialised(this.root, async () => {
@@ -145,7 +147,8 @@ export class ReleaseRoot {
       const current = await this.current();
       // An earlier run swapped and died before the health verdict: the release to fall back to is where that swap began.
       const origin = state.pending && state.pending.to === current ? state.pending.from : current;
-      if (!options.rollback && sequence < state.sequence) {
+      // Rollbacks carry a fresh sequence too, so an old rollback never undoes a newer release.
+      if (sequence < state.sequence) {
         return { status: "skipped", app: this.app, commit, ...(current ? { current } : {}), reason: `a newer release (${current?.slice(0, 12) ?? "?"}) is already active` };
       }
       if (!(await this.isPrepared(commit))) {
@@ -159,8 +162,11 @@ export class ReleaseRoot {
       const { pending: _done, ...settled } = state;
       if (this.settings.health) {
         const health = await probeHealth(this.settings.health, commit, options.signal);
+        if (options.signal.aborted) return { status: "interrupted" };
         if (!health.ok) {
           if (origin && origin !== commit) await this.#swap(origin);
+          // A node's first release that fails goes back to what was there before: nothing.
+          else if (!origin) await rm(this.currentLink, { force: true });
           await this.#writeState(settled);
           options.log.warn({ error: health.error, restored: origin }, "health check failed after swap; swapped back");
           return { status: "failed", code: "HEALTH_CHECK_FAILED", error: `${health.error}; swapped back to ${origin?.slice(0, 12) ?? "nothing"}`, ...(origin ? { current: origin } : {}) };
@@ -226,14 +232,8 @@ export class ReleaseRoot {
   }
 }
 
-export class PrepareError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = "PrepareError";
-    this.code = code;
-  }
-}
+/** A release could not be prepared on this node; `code` says at which step (REPO_NOT_ALLOWED, FETCH_FAILED, ...). */
+export class PrepareError extends BosunError {}
 
 async function freeSpace(path: string): Promise<string> {
   try {

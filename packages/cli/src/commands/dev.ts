@@ -31,7 +31,7 @@ export interface DevFleet {
 /** The keys a dev fleet uses: an on-call key that may send anything, and one for the fleet's events. */
 const devKeys = [
   { id: "oncall", allow: ["*"] },
-  { id: "ci", allow: ["release"] },
+  { id: "ci", allow: ["release", "activate", "rollback"] },
   { id: "fleet", allow: ["event:*"] },
   { id: "coordinator", allow: ["*", "event:*"] },
 ];

@@ -60,6 +60,7 @@ async function repoFor(ctx: Context, app: string, repo: string | undefined, stor
  */
 export async function release(ctx: Context, options: ReleaseOptions): Promise<ReleaseResult> {
   if (!appNamePattern.test(options.app)) throw new ConfigError(`Invalid --app: expected lower-case letters, digits or '-', received ${JSON.stringify(options.app)}`);
+  batches(["check"], options.batch); // a bad --batch stops here, before anything is written
   const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
   const repo = await repoFor(ctx, options.app, options.repo, store);
   let commit: string;
@@ -101,16 +102,24 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
   const failuresOf = (result: FollowResult, phase: NodeFailure["phase"]) =>
     result.nodes.filter((n) => n.state !== "done").map((n) => ({ node: n.node, phase, detail: n.state === "waiting" || n.state === "acked" || n.state === "running" ? "no answer in time" : (n.detail ?? n.state) }));
 
+  /** A stopped rollout leaves the desired release as it was, so nodes that boot later do not sync to it. */
+  const restoreDesired = async (rollbackSequence: number) => {
+    if (previous) await store.put(stateKeys.release(options.app), { ...previous, sequence: rollbackSequence, rollback: true });
+    else await store.delete(stateKeys.release(options.app));
+  };
   const prepare = await run("release", { app: options.app, repo, commit, sequence, activate: false }, web, expected, "prepare");
   failed.push(...failuresOf(prepare, "prepare"));
   const prepared = prepare.nodes.filter((n) => n.state === "done").map((n) => n.node);
   if (failed.length > options.maxFailures) {
+    await restoreDesired(Math.max(Date.now(), sequence + 1));
     return { ...base, prepared, active: [], failed, rolledBack: [], stopped: `${failed.length} node(s) failed to prepare; budget is ${options.maxFailures}; no node was switched`, ok: false };
   }
 
   const active: string[] = [];
   const skipped: string[] = [];
   const previousOf = new Map<string, string | undefined>();
+  /** Nodes sent `activate` that did not say how it ended: they may have switched. */
+  const unknown: string[] = [];
   let stopped: string | undefined;
   for (const batch of batches(prepared, options.batch)) {
     // One command for the whole role when every web node is in it: they all swap on the same message.
@@ -118,6 +127,7 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
     const results = await Promise.all(targets.map((target, i) => run("activate", { app: options.app, commit, sequence }, target, targets.length === 1 ? batch : chunk(batch, 8)[i]!, "activate")));
     for (const result of results) {
       failed.push(...failuresOf(result, "activate"));
+      unknown.push(...result.missing);
       for (const node of result.nodes.filter((n) => n.state === "done")) {
         const outcome = node.result as { status?: string; previous?: string } | undefined;
         if (outcome?.status === "skipped") skipped.push(node.node);
@@ -135,10 +145,14 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
 
   const rolledBack: string[] = [];
   if (stopped) {
-    // Nodes this rollout switched go back to what they served before.
-    const back = active.filter((n) => previousOf.get(n));
+    // Nodes this rollout switched go back to what they served before; nodes that did not answer
+    // may have switched, and go back to the release that was desired before.
+    const targetOf = (node: string) => previousOf.get(node) ?? (unknown.includes(node) ? previous?.commit : undefined);
     const byTarget = new Map<string, string[]>();
-    for (const node of back) byTarget.set(previousOf.get(node)!, [...(byTarget.get(previousOf.get(node)!) ?? []), node]);
+    for (const node of [...active, ...unknown]) {
+      const to = targetOf(node);
+      if (to && to !== commit) byTarget.set(to, [...(byTarget.get(to) ?? []), node]);
+    }
     const rollbackSequence = Math.max(Date.now(), sequence + 1);
     for (const [to, nodes] of byTarget) {
       for (const group of chunk(nodes, 8)) {
@@ -146,7 +160,7 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
         rolledBack.push(...result.nodes.filter((n) => n.state === "done").map((n) => n.node));
       }
     }
-    if (previous) await store.put(stateKeys.release(options.app), { ...previous, sequence: rollbackSequence, rollback: true });
+    await restoreDesired(rollbackSequence);
   }
   return { ...base, prepared, active, skipped, failed, rolledBack, ...(stopped ? { stopped } : {}), ok: !stopped && failed.length === 0 && active.length + skipped.length > 0 };
 }

@@ -33,6 +33,7 @@ export async function syncOnce(ctx: Context, signal: AbortSignal): Promise<SyncR
       await root.prepare(desired.repo, desired.commit, signal, log);
       const outcome = await root.activate(desired.commit, desired.sequence, { rollback: Boolean(desired.rollback), signal, log });
       if (outcome.status === "failed") throw new Error(outcome.error);
+      if (outcome.status === "interrupted") throw new Error("interrupted by a stop signal");
       apps.push({ app, commit: desired.commit, action: "activated", durationMs: took() });
     } catch (error) {
       log.error({ err: error, commit: desired.commit }, "boot-time sync failed");
