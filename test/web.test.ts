@@ -230,6 +230,15 @@ describe("web releases", () => {
     assert.deepEqual((JSON.parse(again.stdout) as { apps: { action: string }[] }).apps.map((a) => a.action), ["already-current"]);
   });
 
+  it("an agent that starts after a release was published brings its node to it once subscribed", async () => {
+    const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
+    const root = join(fleet.dir, "www", "web-late", "demo");
+    const late = await fleet.startAgent("web-late", ["web"], { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) });
+    await late.waitForLog((r) => r.msg === "brought app to its desired release after subscribing", "the late node to catch up", 30_000);
+    assert.equal((await readlink(join(root, "current"))).split("/").pop(), desired);
+    await late.stop();
+  });
+
   it("an agent killed mid-prepare resumes after restart; nothing half-written becomes current", async () => {
     const node = nodes[0]!;
     const before = await currentOf(node);

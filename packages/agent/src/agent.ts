@@ -9,6 +9,7 @@ import {
   parseMessage,
   targetsNode,
   type Clock,
+  type DesiredRelease,
   type Envelope,
   type EventPayload,
   type EventType,
@@ -35,6 +36,7 @@ import {
 } from "@bosun/aws";
 import { Ledger, type LedgerEntry } from "./ledger.ts";
 import { ReleaseRoot } from "./web/release-root.ts";
+import { syncToDesired } from "./web/sync.ts";
 import type { CommandDefinition, CommandOutcome } from "./commands/index.ts";
 
 export type AgentState = "starting" | "running" | "draining" | "stopped" | "failed";
@@ -64,6 +66,8 @@ export class Agent {
   readonly #log: Logger;
   readonly #ledger: Ledger;
   readonly #bootId = randomUUID();
+  #reconciling: Promise<void> | undefined;
+  readonly #reconcileAbort = new AbortController();
   /** Commands being handled in this process right now. */
   readonly #running = new Set<string>();
   readonly #startedAt: Date;
@@ -125,6 +129,7 @@ export class Agent {
       this.#consumer.start((message, signal) => this.#onMessage(message, signal));
       await this.#emit("node-up", this.#bootId, { node, version: BOSUN_VERSION, startedAt: this.#startedAt.toISOString(), pid: process.pid, releases: await this.#releasesServed() });
       this.#heartbeat = setInterval(() => void this.#beat(), settings.heartbeatSeconds * 1000);
+      this.#reconciling = this.#reconcile(this.#reconcileAbort.signal);
       this.#state = "running";
       this.#log.info({ roles: node.roles, queue: this.#queue.name, concurrency: settings.concurrency }, "agent running");
     } catch (error) {
@@ -157,6 +162,10 @@ export class Agent {
       }
     };
     await step("stop receiving", async () => this.#consumer?.stopReceiving());
+    await step("stop reconciling", async () => {
+      this.#reconcileAbort.abort();
+      await this.#reconciling;
+    });
     await step("drain", async () => {
       const deadline = this.#options.settings.shutdownDeadlineSeconds * 1000;
       if (this.#consumer && this.#consumer.inFlight > 0) this.#log.info({ inFlight: this.#consumer.inFlight, deadlineMs: deadline }, "waiting for in-flight jobs");
@@ -177,6 +186,25 @@ export class Agent {
     await this.#emit("heartbeat", this.#bootId, { node: this.#options.node, inFlight: this.#consumer?.inFlight ?? 0, uptimeSeconds, releases: await this.#releasesServed() }).catch(
       (error: unknown) => this.#log.warn({ err: error }, "could not publish heartbeat"),
     );
+  }
+
+  /**
+   * Once subscribed, each app is brought to its desired release: one published between the
+   * boot-time sync and the subscription reached no queue. Commands after this go through the ledger.
+   */
+  async #reconcile(signal: AbortSignal): Promise<void> {
+    const store = new StateStore({ clients: this.#deps.clients }, { bucket: this.#options.settings.bucket });
+    for (const [app, settings] of Object.entries(this.#options.settings.apps)) {
+      const log = this.#log.child({ app });
+      try {
+        const desired = await store.get<DesiredRelease>(stateKeys.release(app));
+        if (!desired) continue;
+        const action = await syncToDesired(new ReleaseRoot({ logger: log }, { app, settings }), desired, signal, log);
+        if (action === "activated") log.info({ commit: desired.commit }, "brought app to its desired release after subscribing");
+      } catch (error) {
+        if (!signal.aborted) log.error({ err: error }, "could not bring app to its desired release; the next release will");
+      }
+    }
   }
 
   /** What each configured app's `current` points at, for heartbeats and `bosun releases`. */

@@ -3,3 +3,4 @@ export * from "./ledger.ts";
 export * from "./commands/index.ts";
 export * from "./web/release-root.ts";
 export { resolveRef, commitPattern } from "./web/git.ts";
+export * from "./web/sync.ts";

@@ -1,10 +1,10 @@
 import { StateStore, stateKeys } from "@bosun/aws";
-import { ReleaseRoot } from "@bosun/agent";
+import { ReleaseRoot, syncToDesired, type SyncAction } from "@bosun/agent";
 import { CommandFailedError, type DesiredRelease } from "@bosun/core";
 import type { Context } from "../context.ts";
 
 export interface SyncResult {
-  apps: { app: string; commit?: string; action: "already-current" | "activated" | "no-release"; durationMs: number }[];
+  apps: { app: string; commit?: string; action: SyncAction | "no-release"; durationMs: number }[];
 }
 
 /**
@@ -25,16 +25,9 @@ export async function syncOnce(ctx: Context, signal: AbortSignal): Promise<SyncR
       continue;
     }
     const root = new ReleaseRoot({ logger: ctx.logger }, { app, settings });
-    if ((await root.current()) === desired.commit) {
-      apps.push({ app, commit: desired.commit, action: "already-current", durationMs: took() });
-      continue;
-    }
     try {
-      await root.prepare(desired.repo, desired.commit, signal, log);
-      const outcome = await root.activate(desired.commit, desired.sequence, { rollback: Boolean(desired.rollback), signal, log });
-      if (outcome.status === "failed") throw new Error(outcome.error);
-      if (outcome.status === "interrupted") throw new Error("interrupted by a stop signal");
-      apps.push({ app, commit: desired.commit, action: "activated", durationMs: took() });
+      const action = await syncToDesired(root, desired, signal, log);
+      apps.push({ app, commit: desired.commit, action, durationMs: took() });
     } catch (error) {
       log.error({ err: error, commit: desired.commit }, "boot-time sync failed");
       failures.push(`${app}: ${(error as Error).message}`);
