@@ -13,6 +13,8 @@ const stateSchema = z.object({
   previous: z.string().optional(),
   /** When each release stopped being current: deleted after the grace period. */
   retired: z.record(z.string(), z.string()).default({}),
+  /** Releases that failed their health check here: removed after the grace period, never counted as kept. */
+  failed: z.array(z.string()).default([]),
   /** A swap in progress: written before the rename, cleared once the health verdict is in. */
   pending: z.object({ from: z.string().optional(), to: z.string() }).optional(),
 });
@@ -167,7 +169,12 @@ export class ReleaseRoot {
           if (origin && origin !== commit) await this.#swap(origin);
           // A node's first release that fails goes back to what was there before: nothing.
           else if (!origin) await rm(this.currentLink, { force: true });
-          await this.#writeState(settled);
+          await this.#writeState({
+            ...settled,
+            failed: [...new Set([...settled.failed, commit])],
+            // It was served for a moment: requests reading it get the grace period to finish.
+            retired: { ...settled.retired, [commit]: new Date().toISOString() },
+          });
           options.log.warn({ error: health.error, restored: origin }, "health check failed after swap; swapped back");
           return { status: "failed", code: "HEALTH_CHECK_FAILED", error: `${health.error}; swapped back to ${origin?.slice(0, 12) ?? "nothing"}`, ...(origin ? { current: origin } : {}) };
         }
@@ -176,7 +183,7 @@ export class ReleaseRoot {
       delete retired[commit];
       if (origin && origin !== commit) retired[origin] = new Date().toISOString();
       const previous = origin && origin !== commit ? origin : settled.previous;
-      await this.#writeState({ sequence, retired, ...(previous ? { previous } : {}) });
+      await this.#writeState({ sequence, retired, failed: settled.failed.filter((c) => c !== commit), ...(previous ? { previous } : {}) });
       await this.prune(options.log);
       return { status: "active", app: this.app, commit, ...(origin && origin !== commit ? { previous: origin } : {}), swappedAt };
     });
@@ -188,15 +195,22 @@ export class ReleaseRoot {
     const current = await this.current();
     const protectedCommits = new Set([current, state.previous].filter(Boolean));
     const candidates = (await this.releases()).filter((c) => !protectedCommits.has(c));
+    const failed = new Set(state.failed);
+    const removable = [...candidates.filter((c) => !failed.has(c)).slice(this.settings.keep), ...candidates.filter((c) => failed.has(c))];
     const removed: string[] = [];
     const now = Date.now();
-    for (const commit of candidates.slice(this.settings.keep)) {
+    for (const commit of removable) {
       const retiredAt = state.retired[commit];
       if (retiredAt && now - Date.parse(retiredAt) < this.settings.graceSeconds * 1000) continue;
       await rm(join(this.releasesDir, commit), { recursive: true, force: true });
       removed.push(commit);
     }
-    if (removed.length) log.info({ removed }, "removed old releases");
+    if (removed.length) {
+      const gone = new Set(removed);
+      const retired = Object.fromEntries(Object.entries(state.retired).filter(([c]) => !gone.has(c)));
+      await this.#writeState({ ...state, retired, failed: state.failed.filter((c) => !gone.has(c)) });
+      log.info({ removed }, "removed old releases");
+    }
     return removed;
   }
 
