@@ -191,10 +191,11 @@ describe("web releases", () => {
     const now = Date.now();
     const newerCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: newer, sequence: now + 2000, activate: true }, { roles: ["web"] });
     const olderCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: older, sequence: now + 1000, activate: true }, { roles: ["web"] });
+    // The newer release lands first; the older one, published earlier, arrives after it.
     await fleet.publish(newerCommand);
+    for (const node of nodes) await fleet.waitForNodeEvent(newerCommand.id, node.id, "done", 30_000);
     await fleet.publish(olderCommand);
     for (const node of nodes) {
-      await fleet.waitForNodeEvent(newerCommand.id, node.id, "done", 30_000);
       const late = await fleet.waitForNodeEvent(olderCommand.id, node.id, "done", 30_000);
       assert.equal((late.payload as { result: { status: string } }).result.status, "skipped");
       assert.equal(await currentOf(node), newer);
@@ -207,6 +208,18 @@ describe("web releases", () => {
       const skipped = await fleet.waitForNodeEvent(staleRollback.id, node.id, "done", 30_000);
       assert.equal((skipped.payload as { result: { status: string } }).result.status, "skipped");
       assert.equal(await currentOf(node), newer);
+    }
+    // Two releases published together, in either order of handling: the newest wins everywhere.
+    const first = await commitRelease("release F2");
+    const second = await commitRelease("release F3");
+    const together = [
+      fleet.command("release", { app: "demo", repo: repo.dir, commit: second, sequence: now + 4000, activate: true }, { roles: ["web"] }),
+      fleet.command("release", { app: "demo", repo: repo.dir, commit: first, sequence: now + 3000, activate: true }, { roles: ["web"] }),
+    ];
+    await Promise.all(together.map((c) => fleet.publish(c)));
+    for (const node of nodes) {
+      for (const c of together) await fleet.waitForNodeEvent(c.id, node.id, "done", 30_000);
+      assert.equal(await currentOf(node), second);
     }
   });
 
