@@ -386,7 +386,7 @@ export class Agent {
       if (entry.state !== "started" || entry.bootId === this.#bootId || Date.parse(entry.expiresAt) > horizon) continue;
       const payload = { node: this.#options.node, commandType: entry.type, error: "interrupted by an agent stop, and expired before it was delivered again", code: "INTERRUPTED", interrupted: true };
       await this.#ledger.put({ ...entry, state: "failed", updatedAt: this.#deps.clock.now().toISOString(), outcome: { event: "failed", payload } });
-      await this.#emit("failed", entry.correlationId ?? entry.id, payload).catch((error: unknown) => this.#log.warn({ err: error }, "could not report an abandoned command"));
+      await this.#emit("failed", entry.id, payload).catch((error: unknown) => this.#log.warn({ err: error }, "could not report an abandoned command"));
       this.#log.warn({ commandId: entry.id, commandType: entry.type }, "reported an interrupted command that expired as failed");
     }
   }
@@ -431,7 +431,8 @@ export class Agent {
     const { reason, detail, messageId, type, issuer, verified } = refusal;
     // The refusal answers the command's issuer only when the command is verified and not a copy
     // of one already taken: a replay (or SNS duplicate) must not mark the real command refused.
-    const correlation = verified && reason !== "replayed" && refusal.correlationId ? refusal.correlationId : message.sqsMessageId;
+    // Events about a command carry the command's id as their correlation, as acks and results do.
+    const correlation = verified && reason !== "replayed" && messageId ? messageId : message.sqsMessageId;
     await this.#emit("refused", correlation, {
       node,
       reason,
@@ -445,7 +446,7 @@ export class Agent {
   }
 
   #entry(envelope: Envelope, message: ReceivedMessage, state: LedgerEntry["state"]): LedgerEntry {
-    return { ...this.#entryFor(envelope.id, envelope.type, message, state), expiresAt: envelope.expiresAt, correlationId: envelope.correlationId };
+    return { ...this.#entryFor(envelope.id, envelope.type, message, state), expiresAt: envelope.expiresAt };
   }
 
   #entryFor(id: string, type: string, message: ReceivedMessage, state: LedgerEntry["state"]): LedgerEntry {

@@ -13,7 +13,6 @@ const entrySchema = z.object({
   bootId: z.string(),
   expiresAt: z.string(),
   updatedAt: z.string(),
-  correlationId: z.string().optional(),
   /** The terminal event's payload, re-published if the command is delivered again. */
   outcome: z.record(z.string(), z.unknown()).optional(),
 });

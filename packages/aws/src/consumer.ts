@@ -76,9 +76,11 @@ export class QueueConsumer {
 
   /**
    * Waits up to `deadlineMs` for in-flight handlers; then aborts their signals so they
-   * checkpoint, and waits for them to settle. Returns how many had to be aborted.
+   * checkpoint, and gives them `checkpointMs` more. A handler that still has not returned is
+   * left behind: its message reappears after the visibility timeout and the ledger says it
+   * was started. Returns how many had to be aborted.
    */
-  async drain(deadlineMs: number): Promise<number> {
+  async drain(deadlineMs: number, checkpointMs = 10_000): Promise<number> {
     const all = () => Promise.allSettled([...this.#inFlight.values()].map((f) => f.done));
     let timer: NodeJS.Timeout | undefined;
     const expired = await Promise.race([
@@ -89,7 +91,10 @@ export class QueueConsumer {
     if (!expired) return 0;
     const aborted = this.#inFlight.size;
     for (const flight of this.#inFlight.values()) flight.abort.abort(new Error("agent is stopping"));
-    await all();
+    let giveUp: NodeJS.Timeout | undefined;
+    await Promise.race([all(), new Promise<void>((resolve) => (giveUp = setTimeout(resolve, checkpointMs)))]);
+    clearTimeout(giveUp);
+    if (this.#inFlight.size > 0) this.#log.error({ stuck: this.#inFlight.size }, "jobs did not checkpoint in time; leaving them for redelivery");
     return aborted;
   }
 
