@@ -24,7 +24,7 @@ export const appSchema = z
     /** The app's deploy root: releases/<commit>, the `current` symlink, a git mirror, state.json. */
     root: z.string().min(1),
     /** Repository URLs releases may come from; anything else is refused. */
-    repos: z.array(z.string().min(1)).min(1),
+    repos: z.array(z.string().min(1).regex(/^[^-]/, "a repository may not start with '-'")).min(1),
     build: z
       .object({ command: z.array(z.string().min(1)).min(1), timeoutSeconds: z.number().int().min(1).max(86400).default(600) })
       .strict()

@@ -29,7 +29,7 @@ export function swapOutcome(outcome: Awaited<ReturnType<ReleaseRoot["activate"]>
 export const release = defineCommand({
   type: "release",
   summary: "Fetch, verify and build a commit of an app into releases/<commit>; optionally make it current",
-  payload: z.object({ app, repo: z.string().min(1).max(2048), commit, sequence: z.number().int().positive(), activate: z.boolean().default(false) }).strict(),
+  payload: z.object({ app, repo: z.string().min(1).max(2048).regex(/^[^-]/, "a repository may not start with '-'"), commit, sequence: z.number().int().positive(), activate: z.boolean().default(false) }).strict(),
   onInterrupted: "resume",
   async handle(ctx) {
     const root = releaseRoot(ctx);
