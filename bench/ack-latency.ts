@@ -11,28 +11,25 @@
  * Prints a table and writes the figures to bench/results/ack-latency.json (a quick run to
  * ack-latency-quick.json, so it does not replace the full figures).
  */
-import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, totalmem } from "node:os";
-import { dirname, relative, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { setTimeout as delay } from "node:timers/promises";
 import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "../test/helpers/fleet.ts";
+import { growFleet, pidsOf } from "./agents.ts";
 import { RawBaseline, type FanOutRound } from "./raw-baseline.ts";
-import { clockTicksPerSecond, sampleProcess, type ProcSample } from "./procfs.ts";
-import { formatMs, formatRatio, median, renderTable, round, summarize, type Summary } from "./stats.ts";
+import { benchPeakRssMb, parseBenchArgs, increasingInts, machine, positiveInt, progress, inTurn, runBenchmark, verdictOf, wallSeconds, type Cleanup, type CommonOptions, type Machine, type Verdict } from "./harness.ts";
+import { clockTicksPerSecond, memoryOf, sampleProcess, type Memory, type ProcSample } from "./procfs.ts";
+import { formatMs, formatRatio, median, renderColumns, round, summarize, summaryColumns, type Column, type Summary } from "./stats.ts";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
-const repoRoot = resolve(benchDir, "..");
 
 const targets = { agents: 50, p99Ms: 1000, ratio: 2, idleRssMb: 90, idleCpuPercent: 1 } as const;
 /** Heartbeats every 30 s keep them out of the latency rounds; the idle agent gets the production default. */
 const latencyHeartbeatSeconds = 30;
 const idleHeartbeatSeconds = 15;
 
-interface BenchOptions {
-  mode: "full" | "quick";
+interface BenchOptions extends CommonOptions {
   agentCounts: number[];
   rounds: number;
   warmup: number;
@@ -40,44 +37,16 @@ interface BenchOptions {
   settleSeconds: number;
   startBatch: number;
   roundTimeoutMs: number;
-  output: string;
-  check: boolean;
-}
-
-class UsageError extends Error {
-  readonly code = "BENCH_USAGE";
-}
-
-function positiveInt(option: string, text: string, max: number): number {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new UsageError(`--${option} must be a whole number from 1 to ${max}, received ${JSON.stringify(text)}`);
-  }
-  return value;
 }
 
 function parseOptions(argv: readonly string[]): BenchOptions {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
-      quick: { type: "boolean", default: false },
-      rounds: { type: "string" },
-      agents: { type: "string" },
-      "idle-seconds": { type: "string" },
-      output: { type: "string" },
-      check: { type: "boolean", default: false },
-    },
-    strict: true,
+  const values = parseBenchArgs(argv, {
+    rounds: { type: "string" },
+    agents: { type: "string" },
+    "idle-seconds": { type: "string" },
   });
   const quick = values.quick;
-  const agentCounts = values.agents
-    ? values.agents.split(",").map((part) => positiveInt("agents", part.trim(), 200))
-    : quick
-      ? [1, 10]
-      : [1, 10, 50];
-  if (agentCounts.some((n, i) => i > 0 && n <= agentCounts[i - 1]!)) {
-    throw new UsageError(`--agents must be increasing (agents are added between rows), received ${JSON.stringify(values.agents)}`);
-  }
+  const agentCounts = values.agents ? increasingInts("agents", values.agents, 200) : quick ? [1, 10] : [1, 10, 50];
   return {
     mode: quick ? "quick" : "full",
     agentCounts,
@@ -90,11 +59,6 @@ function parseOptions(argv: readonly string[]): BenchOptions {
     output: resolve(values.output ?? `${benchDir}/results/${quick ? "ack-latency-quick.json" : "ack-latency.json"}`),
     check: values.check,
   };
-}
-
-const began = performance.now();
-function progress(text: string): void {
-  process.stderr.write(`[${((performance.now() - began) / 1000).toFixed(1).padStart(6)} s] ${text}\n`);
 }
 
 /** One timed Bosun round, and where the slowest agent's time went. */
@@ -126,19 +90,6 @@ async function bosunRound(fleet: TestFleet, nodeIds: readonly string[], timeoutM
   return { latencyMs: last.at - started, inboundMs: signedAt - publishedWall, outboundMs: last.wallAt - signedAt };
 }
 
-async function growFleet(fleet: TestFleet, agents: TestProcess[], count: number, batchSize: number): Promise<void> {
-  while (agents.length < count) {
-    const first = agents.length + 1;
-    const ids = Array.from({ length: Math.min(batchSize, count - agents.length) }, (_, i) => `web-${String(first + i).padStart(2, "0")}`);
-    agents.push(...(await Promise.all(ids.map((id) => fleet.startAgent(id, ["web"])))));
-  }
-}
-
-interface Verdict {
-  met: boolean;
-  why: string;
-}
-
 interface Run {
   agents: number;
   bosun: Summary;
@@ -163,7 +114,7 @@ function verdict(bosun: Summary, ratio: { p50: number; p99: number }): Verdict {
   if (bosun.p99 >= targets.p99Ms) misses.push(`p99 ${formatMs(bosun.p99)} >= 1 s`);
   if (ratio.p50 >= targets.ratio) misses.push(`ratio p50 ${formatRatio(ratio.p50)} >= 2x`);
   if (ratio.p99 >= targets.ratio) misses.push(`ratio p99 ${formatRatio(ratio.p99)} >= 2x`);
-  return { met: misses.length === 0, why: misses.length === 0 ? "yes" : `no: ${misses.join(", ")}` };
+  return verdictOf(misses);
 }
 
 /** CPU time of this process while `run` runs, in ms; this process hosts the emulator, so that is mostly its work. */
@@ -178,15 +129,7 @@ async function metered<T>(run: () => Promise<T>): Promise<{ value: T; cpuMs: num
 async function pairedRound(fleet: TestFleet, raw: RawBaseline, nodeIds: readonly string[], i: number, timeoutMs: number) {
   const b = () => metered(() => bosunRound(fleet, nodeIds, timeoutMs));
   const r = () => metered(() => raw.fanOut(timeoutMs));
-  let ack: { value: AckRound; cpuMs: number };
-  let fanOut: { value: FanOutRound; cpuMs: number };
-  if (i % 2 === 0) {
-    ack = await b();
-    fanOut = await r();
-  } else {
-    fanOut = await r();
-    ack = await b();
-  }
+  const [ack, fanOut] = await inTurn(i, b, r);
   return { ackRound: ack.value, fanOutRound: fanOut.value, cpu: { bosun: ack.cpuMs, raw: fanOut.cpuMs }, sqsRoundTrip: await raw.sqsRoundTrip() };
 }
 
@@ -200,7 +143,7 @@ async function measureCount(fleet: TestFleet, raw: RawBaseline, agents: TestProc
   const fanOut: FanOutRound[] = [];
   const sqs: number[] = [];
   for (let i = 0; i < options.warmup; i++) await pairedRound(fleet, raw, nodeIds, i, options.roundTimeoutMs);
-  const agentPids = agents.flatMap((a) => (a.child.pid === undefined ? [] : [a.child.pid]));
+  const agentPids = pidsOf(agents);
   const benchCpu = { bosun: 0, raw: 0 };
   const cpuBefore = { agents: await cpuTicks(agentPids), raw: await cpuTicks(raw.pids) };
   for (let i = 0; i < options.rounds; i++) {
@@ -251,18 +194,6 @@ async function cpuTicks(pids: readonly number[]): Promise<number> {
   return samples.reduce((sum, s) => sum + s.cpuTicks, 0);
 }
 
-interface AgentMemory {
-  agents: number;
-  medianRssMb: number;
-  maxRssMb: number;
-}
-
-async function agentMemory(agents: readonly TestProcess[]): Promise<AgentMemory> {
-  const samples = await Promise.all(agents.flatMap((a) => (a.child.pid === undefined ? [] : [sampleProcess(a.child.pid)])));
-  const rss = samples.map((s) => s.rssKb / 1024);
-  return { agents: samples.length, medianRssMb: median(rss), maxRssMb: round(Math.max(...rss)) };
-}
-
 interface IdleResult {
   windowSeconds: number;
   heartbeatSeconds: number;
@@ -302,8 +233,8 @@ async function measureIdle(fleet: TestFleet, options: BenchOptions): Promise<Idl
     maxRssMb,
     peakRssMb: round(last.hwmKb / 1024),
     cpuPercent,
-    rssTarget: maxRssMb < targets.idleRssMb ? { met: true, why: "yes" } : { met: false, why: `no: ${maxRssMb} MB >= ${targets.idleRssMb} MB` },
-    cpuTarget: cpuPercent < targets.idleCpuPercent ? { met: true, why: "yes" } : { met: false, why: `no: ${cpuPercent}% >= ${targets.idleCpuPercent}%` },
+    rssTarget: verdictOf(maxRssMb < targets.idleRssMb ? [] : [`${maxRssMb} MB >= ${targets.idleRssMb} MB`]),
+    cpuTarget: verdictOf(cpuPercent < targets.idleCpuPercent ? [] : [`${cpuPercent}% >= ${targets.idleCpuPercent}%`]),
   };
 }
 
@@ -311,46 +242,39 @@ interface Report {
   benchmark: "ack-latency";
   mode: BenchOptions["mode"];
   finishedAt: string;
-  machine: { cpus: number; cpuModel: string; totalMemoryMb: number; node: string; platform: string };
+  machine: Machine;
   settings: { rounds: number; warmup: number; agentCounts: number[]; idleSeconds: number; latencyHeartbeatSeconds: number; percentile: string };
   targets: typeof targets;
   runs: Run[];
-  agentMemoryAfterLatencyRuns: AgentMemory;
+  agentMemoryAfterLatencyRuns: Memory;
   idleAgent: IdleResult;
   benchProcessPeakRssMb: number;
   wallSeconds: number;
 }
 
-async function runBench(options: BenchOptions, held: Held): Promise<Report> {
+async function runBench(options: BenchOptions, cleanup: Cleanup): Promise<Report> {
   progress(`mode ${options.mode}: agents ${options.agentCounts.join(", ")}; ${options.rounds} rounds after ${options.warmup} warm-up`);
   const fleet = await TestFleet.start({ heartbeatSeconds: latencyHeartbeatSeconds });
-  held.fleet = fleet;
+  cleanup.add("agents and emulator", () => fleet.close());
   progress(`emulator at ${fleet.emulator.endpoint}, cluster ${fleet.cluster}`);
   const raw = await RawBaseline.start(fleet.emulator.endpoint);
-  held.raw = raw;
+  cleanup.add("raw consumers", () => raw.close());
 
   const agents: TestProcess[] = [];
   const runs: Run[] = [];
   for (const count of options.agentCounts) runs.push(await measureCount(fleet, raw, agents, count, options));
-  const memory = await agentMemory(agents);
+  const memory = await memoryOf(pidsOf(agents));
 
   progress("stopping the latency agents and raw consumers");
   await Promise.all(agents.map((a) => a.stop(15_000)));
   await raw.stopConsumers();
   const idle = await measureIdle(fleet, options);
 
-  const cpu = cpus();
   return {
     benchmark: "ack-latency",
     mode: options.mode,
     finishedAt: new Date().toISOString(),
-    machine: {
-      cpus: cpu.length,
-      cpuModel: cpu[0]?.model.trim() ?? "unknown",
-      totalMemoryMb: Math.round(totalmem() / 2 ** 20),
-      node: process.version,
-      platform: `${process.platform}-${process.arch}`,
-    },
+    machine: machine(),
     settings: {
       rounds: options.rounds,
       warmup: options.warmup,
@@ -363,58 +287,46 @@ async function runBench(options: BenchOptions, held: Held): Promise<Report> {
     runs,
     agentMemoryAfterLatencyRuns: memory,
     idleAgent: idle,
-    benchProcessPeakRssMb: round(process.resourceUsage().maxRSS / 1024),
-    wallSeconds: round((performance.now() - began) / 1000),
+    benchProcessPeakRssMb: benchPeakRssMb(),
+    wallSeconds: wallSeconds(),
   };
 }
 
-function render(report: Report, output: string): string {
-  const header = ["agents", "bosun p50", "bosun p99", "raw fan-out p50", "raw fan-out p99", "ratio p50", "ratio p99", "target met?"];
-  const rows = report.runs.map((r) => [
-    String(r.agents),
-    formatMs(r.bosun.p50),
-    formatMs(r.bosun.p99),
-    formatMs(r.rawFanOut.p50),
-    formatMs(r.rawFanOut.p99),
-    formatRatio(r.ratio.p50),
-    formatRatio(r.ratio.p99),
-    r.target.why,
-  ]);
-  const detailHeader = [
-    "agents",
-    "bosun max",
-    "raw fan-out max",
-    "raw SQS p50",
-    "raw SQS p99",
-    "bosun publish→ack signed",
-    "ack signed→watcher",
-    "raw publish→received",
-    "received→collector",
-    "CPU/round: agent",
-    "raw consumer",
-    "emulator: bosun",
-    "raw",
-  ];
-  const detail = report.runs.map((r) => [
-    String(r.agents),
-    formatMs(r.bosun.max),
-    formatMs(r.rawFanOut.max),
-    formatMs(r.rawSqsRoundTrip.p50),
-    formatMs(r.rawSqsRoundTrip.p99),
-    formatMs(r.breakdown.bosunPublishToAckSignedMs),
-    formatMs(r.breakdown.bosunAckSignedToWatcherMs),
-    formatMs(r.breakdown.rawPublishToReceivedMs),
-    formatMs(r.breakdown.rawReceivedToCollectorMs),
-    formatMs(r.cpuPerRoundMs.agent),
-    formatMs(r.cpuPerRoundMs.rawConsumer),
-    formatMs(r.cpuPerRoundMs.benchProcessDuringBosunRound),
-    formatMs(r.cpuPerRoundMs.benchProcessDuringRawRound),
-  ]);
+function render(report: Report): string {
+  const agents: Column<Run> = ["agents", (r) => String(r.agents)];
+  const ms = (header: string, value: (r: Run) => number): Column<Run> => [header, (r) => formatMs(value(r))];
+  const table = renderColumns(
+    [
+      agents,
+      ...summaryColumns<Run>("bosun", (r) => r.bosun, ["p50", "p99"]),
+      ...summaryColumns<Run>("raw fan-out", (r) => r.rawFanOut, ["p50", "p99"]),
+      ["ratio p50", (r) => formatRatio(r.ratio.p50)],
+      ["ratio p99", (r) => formatRatio(r.ratio.p99)],
+      ["target met?", (r) => r.target.why],
+    ],
+    report.runs,
+  );
+  const detail = renderColumns(
+    [
+      agents,
+      ...summaryColumns<Run>("bosun", (r) => r.bosun, ["max"]),
+      ...summaryColumns<Run>("raw fan-out", (r) => r.rawFanOut, ["max"]),
+      ...summaryColumns<Run>("raw SQS", (r) => r.rawSqsRoundTrip, ["p50", "p99"]),
+      ms("bosun publish→ack signed", (r) => r.breakdown.bosunPublishToAckSignedMs),
+      ms("ack signed→watcher", (r) => r.breakdown.bosunAckSignedToWatcherMs),
+      ms("raw publish→received", (r) => r.breakdown.rawPublishToReceivedMs),
+      ms("received→collector", (r) => r.breakdown.rawReceivedToCollectorMs),
+      ms("CPU/round: agent", (r) => r.cpuPerRoundMs.agent),
+      ms("raw consumer", (r) => r.cpuPerRoundMs.rawConsumer),
+      ms("emulator: bosun", (r) => r.cpuPerRoundMs.benchProcessDuringBosunRound),
+      ms("raw", (r) => r.cpuPerRoundMs.benchProcessDuringRawRound),
+    ],
+    report.runs,
+  );
   const sqs = report.runs.map((r) => `${r.agents} agent(s): p50 ${formatMs(r.rawSqsRoundTrip.p50)}, p99 ${formatMs(r.rawSqsRoundTrip.p99)}`).join("; ");
   const idle = report.idleAgent;
   const memory = report.agentMemoryAfterLatencyRuns;
   const { settings, machine } = report;
-  const minutes = Math.floor(report.wallSeconds / 60);
   return [
     "",
     `Ack latency (${report.mode} run, ${machine.cpus} CPUs, ${machine.node}): publish a probe until every agent's ack has reached the issuer,`,
@@ -422,7 +334,7 @@ function render(report: Report, output: string): string {
     `${settings.rounds} timed rounds per row after ${settings.warmup} warm-up rounds; percentiles are nearest-rank (below 100 rounds p99 is the max).`,
     `Targets: bosun p99 < 1 s (the issue sets it for ${targets.agents} agents; every row is held to it here) and bosun ÷ raw < 2x at p50 and p99.`,
     "",
-    renderTable(header, rows),
+    table,
     "",
     `raw SQS send→receive round trip (one queue, a waiting long poll), measured in each row: ${sqs}`,
     `idle agent RSS: ${idle.rssMb} MB at the end, ${idle.maxRssMb} MB max over the window (VmHWM ${idle.peakRssMb} MB); target < ${targets.idleRssMb} MB: ${idle.rssTarget.why}`,
@@ -432,87 +344,21 @@ function render(report: Report, output: string): string {
     "CPU/round: user+system CPU each agent or raw consumer process used per timed round (an agent also handles the probe and reports done);",
     "emulator: CPU of this process (the in-process emulator, plus the event watcher or reply collector) during a Bosun / raw round.",
     "",
-    renderTable(detailHeader, detail),
+    detail,
     "",
-    `agent RSS after the latency rounds (${memory.agents} agents): median ${memory.medianRssMb} MB, max ${memory.maxRssMb} MB`,
-    `benchmark process peak RSS (it hosts the emulator and the fleet's event watcher): ${report.benchProcessPeakRssMb} MB`,
-    `wall time: ${minutes}m ${(report.wallSeconds - minutes * 60).toFixed(0)}s`,
-    `results: ${relative(repoRoot, output)}`,
+    `agent RSS after the latency rounds (${memory.processes} agents): median ${memory.medianRssMb} MB, max ${memory.maxRssMb} MB`,
     "",
   ].join("\n");
 }
 
-/** Indented JSON, with each list of samples on one line so the file reads as a report. */
-function toJson(report: Report): string {
-  const text = JSON.stringify(report, null, 2).replace(/\[\s+([-\d.,\s]+?)\s+\]/g, (_, inner: string) => `[${inner.replace(/,\s+/g, ", ")}]`);
-  return `${text}\n`;
-}
-
-/** What is running and must be stopped, however the run ends. */
-interface Held {
-  fleet?: TestFleet;
-  raw?: RawBaseline;
-}
-
-const held: Held = {};
-let interrupted = false;
-let closing: Promise<void> | undefined;
-
-/** Stops the raw consumers, then the agents and the emulator. Safe to call twice; every step runs. */
-function closeAll(): Promise<void> {
-  closing ??= (async () => {
-    const errors: unknown[] = [];
-    await held.raw?.close().catch((e: unknown) => errors.push(e));
-    await held.fleet?.close().catch((e: unknown) => errors.push(e));
-    if (errors.length > 0) throw new AggregateError(errors, "could not stop everything the benchmark started");
-  })();
-  return closing;
-}
-
-function describeError(error: unknown): string {
-  if (error instanceof AggregateError) return [error.message, ...error.errors.map((e) => `  ${describeError(e)}`)].join("\n");
-  if (error instanceof Error) return error.cause === undefined ? error.message : `${error.message} (cause: ${describeError(error.cause)})`;
-  return String(error);
-}
-
-async function main(argv: readonly string[]): Promise<number> {
-  let options: BenchOptions;
-  try {
-    options = parseOptions(argv);
-  } catch (error) {
-    process.stderr.write(`${describeError(error)}\n`);
-    return 2;
-  }
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-    process.once(signal, () => {
-      interrupted = true;
-      progress(`${signal}: stopping agents, raw consumers and the emulator`);
-      closeAll()
-        .catch((error: unknown) => process.stderr.write(`${describeError(error)}\n`))
-        .finally(() => process.exit(code));
-    });
-  }
-  let report: Report;
-  try {
-    report = await runBench(options, held);
-    await mkdir(dirname(options.output), { recursive: true });
-    await writeFile(options.output, toJson(report));
-  } catch (error) {
-    // After a signal, whatever was under way fails as its processes go; that is not news.
-    if (!interrupted) process.stderr.write(`benchmark failed: ${describeError(error)}\n`);
-    await closeAll().catch((e: unknown) => process.stderr.write(`${describeError(e)}\n`));
-    return 1;
-  }
-  progress("measurements done; stopping everything");
-  try {
-    await closeAll();
-  } catch (error) {
-    process.stderr.write(`${describeError(error)}\n`);
-    return 1;
-  }
-  process.stdout.write(render(report, options.output));
-  const missed = report.runs.some((r) => !r.target.met) || !report.idleAgent.rssTarget.met || !report.idleAgent.cpuTarget.met;
-  return options.check && missed ? 1 : 0;
-}
-
-process.exitCode = await main(process.argv.slice(2));
+process.exitCode = await runBenchmark(
+  {
+    parse: parseOptions,
+    run: runBench,
+    missed: (report) => report.runs.some((r) => !r.target.met) || !report.idleAgent.rssTarget.met || !report.idleAgent.cpuTarget.met,
+    render,
+    hosts: "the emulator and the fleet's event watcher",
+    stopping: "agents, raw consumers and the emulator",
+  },
+  process.argv.slice(2),
+);

@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { median, round } from "./stats.ts";
 
 /** Resident memory and CPU time of one process, read from Linux's /proc. */
 export interface ProcSample {
@@ -36,4 +37,23 @@ export async function sampleProcess(pid: number): Promise<ProcSample> {
   const stime = Number(fields[12]);
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`could not read CPU times from /proc/${pid}/stat`);
   return { at: performance.now(), rssKb: kb("VmRSS"), hwmKb: kb("VmHWM"), cpuTicks: utime + stime };
+}
+
+/** Resident memory across processes: the median and largest now, and the largest peak (VmHWM). */
+export interface Memory {
+  processes: number;
+  medianRssMb: number;
+  maxRssMb: number;
+  maxPeakRssMb: number;
+}
+
+export async function memoryOf(pids: readonly number[]): Promise<Memory> {
+  const samples = await Promise.all(pids.map((pid) => sampleProcess(pid)));
+  const rss = samples.map((s) => s.rssKb / 1024);
+  return {
+    processes: samples.length,
+    medianRssMb: samples.length ? median(rss) : 0,
+    maxRssMb: round(Math.max(0, ...rss)),
+    maxPeakRssMb: round(Math.max(0, ...samples.map((s) => s.hwmKb / 1024))),
+  };
 }

@@ -24,6 +24,8 @@ export interface FanOutRound {
   inboundMs: number;
   /** From then until its reply reached the waiting side. */
   outboundMs: number;
+  /** First to last consumer having the message in hand (wall clocks of one machine, 1 ms resolution). */
+  receiptSpreadMs: number;
 }
 
 interface Expected {
@@ -201,11 +203,14 @@ export class RawBaseline {
           timer = setTimeout(() => reject(new Error(`raw fan-out: ${expected.from.size} of ${need} replies after ${timeoutMs} ms`)), timeoutMs);
         }),
       ]);
-      const last = [...expected.from.values()].reduce((a, b) => (b.at > a.at ? b : a));
+      const replies = [...expected.from.values()];
+      const last = replies.reduce((a, b) => (b.at > a.at ? b : a));
+      const receipts = replies.map((r) => r.reply.receivedAt);
       return {
         latencyMs: last.at - started,
         inboundMs: last.reply.receivedAt - publishedWall,
         outboundMs: last.wallAt - last.reply.receivedAt,
+        receiptSpreadMs: Math.max(...receipts) - Math.min(...receipts),
       };
     } finally {
       clearTimeout(timer);

@@ -59,3 +59,19 @@ export function renderTable(header: readonly string[], rows: readonly (readonly 
     cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(" | ").trimEnd();
   return [line(header), widths.map((w) => "-".repeat(w)).join("-+-"), ...rows.map(line)].join("\n");
 }
+
+/** A table column: its header, and how one row's cell in it is written. */
+export type Column<R> = readonly [header: string, cell: (row: R) => string];
+
+/** A table of one row per item, its columns given once as header and cell together. */
+export function renderColumns<R>(columns: readonly Column<R>[], items: readonly R[]): string {
+  return renderTable(
+    columns.map(([header]) => header),
+    items.map((item) => columns.map(([, cell]) => cell(item))),
+  );
+}
+
+/** Columns `NAME p50`, `NAME p99`, … of a summary each row carries, in milliseconds. */
+export function summaryColumns<R>(name: string, summary: (row: R) => Summary, keys: readonly (keyof Summary)[]): Column<R>[] {
+  return keys.map((key) => [`${name} ${key}`, (row) => formatMs(summary(row)[key])]);
+}
