@@ -1,4 +1,5 @@
 import type { TestFleet } from "../test/helpers/fleet.ts";
+import { swapTime } from "../packages/cli/src/commands/release.ts";
 import { app, doneOn } from "./agents.ts";
 import { inTurn, verdictOf, type Verdict } from "./harness.ts";
 import type { RawBaseline } from "./raw-baseline.ts";
@@ -33,15 +34,18 @@ interface SpreadRound {
   spreadMs: number;
   /** First to last node signing its ack: how far apart the nodes took the command in. */
   ackSpreadMs: number;
-  /** From a node's ack to its swap (the ack is published before the handler runs), median and slowest over nodes. */
+  /** From a node's ack to its swap (including the wait for the named moment), median and slowest over nodes. */
   ackToSwapMedianMs: number;
   ackToSwapMaxMs: number;
   lastDoneMs: number;
 }
 
-/** One activate to every web node; the spread of their swap times, and where it came from. */
+/**
+ * One activate to every web node, naming the moment to swap exactly as `bosun release` does
+ * (swapTime); the spread of their swap times, and where it came from.
+ */
 async function activationSpread(fleet: TestFleet, nodes: readonly string[], commit: string, sequence: number, timeoutMs: number): Promise<SpreadRound> {
-  const command = fleet.command("activate", { app, commit, sequence }, { roles: ["web"] });
+  const command = fleet.command("activate", { app, commit, sequence, at: swapTime(nodes.length) }, { roles: ["web"] });
   const started = performance.now();
   const [dones] = await Promise.all([Promise.all(nodes.map((id) => doneOn(fleet, command.id, id, timeoutMs))), fleet.publish(command)]);
   const lastDoneMs = performance.now() - started;

@@ -118,6 +118,21 @@ describe("web releases", () => {
     assert.equal(stats.mixed, 0, "no response mixed two releases");
   });
 
+  it("every node swaps at the moment the activate command names, not when the command reaches it", async () => {
+    const start = await currentOf(nodes[0]!);
+    const other = (await readdir(join(nodes[0]!.root, "releases"))).find((n) => pages.has(n) && n !== start)!;
+    for (const [commit, delay] of [[other, 1500], [start!, 800]] as const) {
+      const at = Date.now() + delay;
+      const command = fleet.command("activate", { app: "demo", commit, sequence: Date.now(), at: new Date(at).toISOString() }, { roles: ["web"] });
+      await fleet.publish(command);
+      const swaps = await Promise.all(nodes.map(async (node) => ((await fleet.waitForNodeEvent(command.id, node.id, "done")).payload as { result: { swappedAt: number } }).result.swappedAt));
+      for (const swappedAt of swaps) {
+        assert.ok(swappedAt >= at, `swapped ${at - swappedAt} ms before the named moment`);
+        assert.ok(swappedAt - at < 250, `swapped ${swappedAt - at} ms after the named moment`);
+      }
+    }
+  });
+
   it("refuses an unknown ref, an unreachable repo and an app name that escapes the deploy root", async () => {
     const unknown = await release("no-such-branch");
     assert.equal(unknown.code, 2);

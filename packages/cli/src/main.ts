@@ -210,8 +210,9 @@ program
   .option("--batch <n|n%>", "with --wait, switch this many nodes (or this share of them) at a time")
   .option("--max-failures <n>", "with --wait, failures tolerated before the rollout stops and switched nodes go back", positiveInt("--max-failures"), 0)
   .option("--timeout <seconds>", "how long each phase waits for nodes", positiveInt("--timeout"), 300)
+  .option("--swap-delay <ms>", "with --wait, how far ahead of sending `activate` every node swaps (default 200 ms + 10 ms a node)", positiveInt("--swap-delay"))
   .option("--json", "print the result as JSON")
-  .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; json?: boolean }) => {
+  .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; swapDelay?: number; json?: boolean }) => {
     const json = Boolean(opts.json);
     let view: ReturnType<typeof progressView> | undefined;
     let phase = "";
@@ -224,6 +225,7 @@ program
         batch: opts.batch,
         maxFailures: opts.maxFailures,
         timeoutSeconds: opts.timeout,
+        swapDelayMs: opts.swapDelay,
         onProgress: (p, nodes) => {
           if (p !== phase) {
             view?.done();

@@ -6,6 +6,7 @@ import { BosunError, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
 import { probeHealth } from "./health.ts";
+import { abortableDelay } from "@bosun/aws";
 
 const stateSchema = z.object({
   /** Publish time (ms) of the release or rollback that made `current` current: older ones never replace it. */
@@ -143,7 +144,7 @@ export class ReleaseRoot {
    * site; a failed probe swaps straight back. A release or rollback older than the current one
    * (by publish sequence) is skipped: nodes never move backwards because messages crossed.
    */
-  activate(commit: string, sequence: number, options: { rollback: boolean; signal: AbortSignal; log: Logger }): Promise<SwapOutcome> {
+  activate(commit: string, sequence: number, options: { rollback: boolean; signal: AbortSignal; log: Logger; swapAt?: number }): Promise<SwapOutcome> {
     return serialised(this.root, async () => {
       const state = await this.readState();
       const current = await this.current();
@@ -156,11 +157,17 @@ export class ReleaseRoot {
       if (!(await this.isPrepared(commit))) {
         return { status: "failed", code: "NOT_PREPARED", error: `release ${commit} is not prepared on this node`, ...(current ? { current } : {}) };
       }
-      const swappedAt = Date.now();
-      if (current !== commit) {
-        await this.#writeState({ ...state, pending: { ...(origin ? { from: origin } : {}), to: commit } });
-        await this.#swap(commit);
+      if (current !== commit) await this.#writeState({ ...state, pending: { ...(origin ? { from: origin } : {}), to: commit } });
+      // A fleet-wide activation names the moment to swap, so every node renames within a few ms
+      // of the others however far apart the command reached them; a late node swaps at once.
+      const wait = options.swapAt === undefined ? 0 : Math.min(options.swapAt - Date.now(), 60_000);
+      if (wait > 0) await abortableDelay(wait, options.signal);
+      if (options.signal.aborted) {
+        await this.#writeState(state);
+        return { status: "interrupted" };
       }
+      const swappedAt = Date.now();
+      if (current !== commit) await this.#swap(commit);
       const { pending: _done, ...settled } = state;
       if (this.settings.health) {
         const health = await probeHealth(this.settings.health, commit, options.signal);

@@ -14,6 +14,8 @@ export interface ReleaseOptions {
   /** Nodes that may fail before the rollout stops and switched nodes return to the previous release. */
   maxFailures: number;
   timeoutSeconds: number;
+  /** Milliseconds between sending `activate` and the moment every node swaps; default grows with the batch. */
+  swapDelayMs?: number | undefined;
   onProgress?: (phase: string, nodes: NodeProgress[]) => void;
 }
 
@@ -124,7 +126,8 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
   for (const batch of batches(prepared, options.batch)) {
     // One command for the whole role when every web node is in it: they all swap on the same message.
     const targets = batch.length === expected.length ? [web] : chunk(batch, 8).map((nodes) => ({ nodes }));
-    const results = await Promise.all(targets.map((target, i) => run("activate", { app: options.app, commit, sequence }, target, targets.length === 1 ? batch : chunk(batch, 8)[i]!, "activate")));
+    const at = swapTime(batch.length, options.swapDelayMs);
+    const results = await Promise.all(targets.map((target, i) => run("activate", { app: options.app, commit, sequence, at }, target, targets.length === 1 ? batch : chunk(batch, 8)[i]!, "activate")));
     for (const result of results) {
       failed.push(...failuresOf(result, "activate"));
       unknown.push(...result.missing);
@@ -163,6 +166,14 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
     await restoreDesired(rollbackSequence);
   }
   return { ...base, prepared, active, skipped, failed, rolledBack, ...(stopped ? { stopped } : {}), ok: !stopped && failed.length === 0 && active.length + skipped.length > 0 };
+}
+
+/**
+ * When a batch of nodes swaps: far enough ahead for the command to reach all of them (SNS fans
+ * out in well under a second), close enough not to slow the release. Node clocks are kept by NTP.
+ */
+export function swapTime(nodes: number, delayMs?: number): string {
+  return new Date(Date.now() + (delayMs ?? Math.min(3000, 200 + 10 * nodes))).toISOString();
 }
 
 /** Splits nodes into activation batches: `--batch 2` or `--batch 25%`; one batch when unset. */
