@@ -1,6 +1,7 @@
-import { mkdir, open, readdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
+import { writeFileDurably } from "./durable.ts";
 
 export const ledgerStates = ["started", "done", "failed", "refused"] as const;
 
@@ -49,16 +50,7 @@ export class Ledger {
 
   async put(entry: LedgerEntry): Promise<void> {
     if (!idPattern.test(entry.id)) throw new Error(`ledger ids are UUIDs, received ${JSON.stringify(entry.id)}`);
-    const path = this.#path(entry.id);
-    const tmp = `${path}.${process.pid}.tmp`;
-    const file = await open(tmp, "w");
-    try {
-      await file.writeFile(JSON.stringify(entry));
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(tmp, path);
+    await writeFileDurably(this.#path(entry.id), JSON.stringify(entry));
   }
 
   /** Forgets one command, so its next delivery runs afresh (a handler asked to be retried). */

@@ -6,6 +6,7 @@ import { BosunError, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
 import { probeHealth } from "./health.ts";
+import { writeFileDurably } from "../durable.ts";
 import { abortableDelay } from "@bosun/aws";
 
 const stateSchema = z.object({
@@ -229,16 +230,7 @@ export class ReleaseRoot {
   }
 
   async #writeState(state: RootState): Promise<void> {
-    const path = join(this.root, "state.json");
-    const tmp = `${path}.${process.pid}.tmp`;
-    const file = await open(tmp, "w");
-    try {
-      await file.writeFile(JSON.stringify(state));
-      await file.sync();
-    } finally {
-      await file.close();
-    }
-    await rename(tmp, path);
+    await writeFileDurably(join(this.root, "state.json"), JSON.stringify(state));
   }
 
   /** Half-made releases and swap links an interrupted agent left behind. */
