@@ -82,7 +82,7 @@ export async function measureSwaps(ctx: SwapContext, options: SwapOptions): Prom
   const log = createLogger({ level: "warn", name: "bench" }, process.stderr);
   const root = new ReleaseRoot({ logger: log }, { app, settings: appSchema.parse({ root: join(ctx.work, "in-process", app), repos: [ctx.site.repo.dir] }) });
   for (const commit of kept) await root.prepare(ctx.site.repo.dir, commit, ctx.signal, log);
-  await root.activate(kept[1]!, ++sequence.last, { rollback: false, signal: ctx.signal, log });
+  await root.activate(kept[1]!, ++sequence.last, { signal: ctx.signal, log });
   // The classic layout: two directories holding the same trees as the two releases.
   const classic = join(ctx.work, "classic");
   await cp(join(root.releasesDir, kept[0]!), join(classic, "public_html"), { recursive: true });
@@ -94,7 +94,7 @@ export async function measureSwaps(ctx: SwapContext, options: SwapOptions): Prom
   const inProcessServer = await startNginx(ctx, "in-process", root.currentLink);
   const inProcess = await underLoad(load, inProcessServer.url, options.tightSwaps, async (i) => {
     const started = performance.now();
-    const outcome = await root.activate(kept[i % 2]!, ++sequence.last, { rollback: false, signal: ctx.signal, log });
+    const outcome = await root.activate(kept[i % 2]!, ++sequence.last, { signal: ctx.signal, log });
     const ms = performance.now() - started;
     expectActive(outcome, "in-process");
     return ms;

@@ -220,26 +220,25 @@ describe("long work, restarts and stops", () => {
     assert.equal(fleet.eventsFor(command.id, "done").length, 1);
   });
 
-  it("SIGTERM during a job that fits the deadline: the job finishes and the agent exits 0", async () => {
-    const agent = await fleet.startAgent("term-1", ["web"], { BOSUN_SHUTDOWN_DEADLINE: "30" });
-    const command = fleet.command("probe", { seconds: 2 }, { nodes: ["term-1"] });
+  /** Starts an agent, gives it a probe of `seconds`, sends SIGTERM once it is running, and checks it exits 0. */
+  async function sigtermDuringProbe(node: string, seconds: number, deadlineSeconds: number): Promise<Envelope> {
+    const agent = await fleet.startAgent(node, ["web"], { BOSUN_SHUTDOWN_DEADLINE: String(deadlineSeconds) });
+    const command = fleet.command("probe", { seconds }, { nodes: [node] });
     await fleet.publish(command);
-    await fleet.waitForNodeEvent(command.id, "term-1", "ack");
+    await fleet.waitForNodeEvent(command.id, node, "ack");
     agent.child.kill("SIGTERM");
-    const exit = await agent.exited;
-    assert.equal(exit.code, 0);
+    assert.equal((await agent.exited).code, 0);
+    return command;
+  }
+
+  it("SIGTERM during a job that fits the deadline: the job finishes and the agent exits 0", async () => {
+    const command = await sigtermDuringProbe("term-1", 2, 30);
     await fleet.waitForNodeEvent(command.id, "term-1", "done");
     assert.equal(countInLog(await probeLog(fleet, "term-1"), command.id), 1);
   });
 
   it("SIGTERM during a job longer than the deadline: it is reported interrupted, never done, and the agent exits 0", async () => {
-    const agent = await fleet.startAgent("term-2", ["web"], { BOSUN_SHUTDOWN_DEADLINE: "1" });
-    const command = fleet.command("probe", { seconds: 60 }, { nodes: ["term-2"] });
-    await fleet.publish(command);
-    await fleet.waitForNodeEvent(command.id, "term-2", "ack");
-    agent.child.kill("SIGTERM");
-    const exit = await agent.exited;
-    assert.equal(exit.code, 0);
+    const command = await sigtermDuringProbe("term-2", 60, 1);
     await fleet.waitForEvent(
       (e) => e.correlationId === command.id && e.type === "progress" && String((e.payload as { message: string }).message).includes("interrupted"),
       "an interrupted report",

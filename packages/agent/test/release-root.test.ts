@@ -23,7 +23,7 @@ describe("release housekeeping", () => {
         const commit = await repo.commit({ "index.html": `release ${n}\n` });
         commits.push(commit);
         await patient.prepare(repo.dir, commit, signal, log);
-        assert.equal((await patient.activate(commit, n, { rollback: false, signal, log })).status, "active");
+        assert.equal((await patient.activate(commit, n, { signal, log })).status, "active");
       }
       const listed = async () => (await readdir(join(dir, "root", "releases"))).filter((e) => !e.startsWith(".")).sort();
       // Every retired release is still within its hour of grace.
@@ -50,10 +50,10 @@ describe("release housekeeping", () => {
       const healthy = new ReleaseRoot({ logger: log }, { app: "demo", settings: appSchema.parse({ root: join(dir, "root"), repos: [repo.dir], keep: 1, graceSeconds: 0 }) });
       const good = await repo.commit({ "index.html": "good\n" });
       await healthy.prepare(repo.dir, good, signal, log);
-      await healthy.activate(good, 1, { rollback: false, signal, log });
+      await healthy.activate(good, 1, { signal, log });
       const bad = await repo.commit({ "index.html": "bad\n" });
       await root.prepare(repo.dir, bad, signal, log);
-      assert.equal((await root.activate(bad, 2, { rollback: false, signal, log })).status, "failed");
+      assert.equal((await root.activate(bad, 2, { signal, log })).status, "failed");
       assert.deepEqual((await root.readState()).failed, [bad]);
       assert.deepEqual(await healthy.prune(log), [bad]);
       assert.deepEqual((await root.readState()).failed, []);

@@ -1,6 +1,6 @@
 import { EventWatcher, StateStore, type Bus } from "@bosun/aws";
 import { loadNodeRecords } from "@bosun/coordinator";
-import { targetsNode, terminalEvents, type Envelope, type Target } from "@bosun/core";
+import { targetsNode, type Envelope, type Target } from "@bosun/core";
 import type { Context } from "./context.ts";
 
 export type NodeProgressState = "waiting" | "acked" | "running" | "done" | "failed" | "refused";
@@ -108,7 +108,7 @@ function apply(previous: NodeProgress | undefined, event: Envelope): NodeProgres
     case "refused":
       return { node, state: "refused", detail: `${String(p["reason"])}: ${String(p["detail"])}` };
     default:
-      return terminalEvents.includes(event.type as never) ? current : undefined;
+      return undefined;
   }
 }
 

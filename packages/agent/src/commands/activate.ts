@@ -13,6 +13,6 @@ export const activate = defineCommand({
     const root = releaseRoot(ctx);
     if (!(root instanceof ReleaseRoot)) return root;
     const { at } = ctx.payload;
-    return swapOutcome(await root.activate(ctx.payload.commit, ctx.payload.sequence, { rollback: false, signal: ctx.signal, log: ctx.log, ...(at ? { swapAt: Date.parse(at) } : {}) }));
+    return swapOutcome(await root.activate(ctx.payload.commit, ctx.payload.sequence, { signal: ctx.signal, log: ctx.log, ...(at ? { swapAt: Date.parse(at) } : {}) }));
   },
 });

@@ -46,6 +46,6 @@ export const release = defineCommand({
     }
     if (!ctx.payload.activate) return { status: "done", result: { status: "ready", commit: wanted, ...prepared } };
     await ctx.progress(`activating ${wanted.slice(0, 12)}`, 0.8);
-    return swapOutcome(await root.activate(wanted, sequence, { rollback: false, signal: ctx.signal, log: ctx.log }));
+    return swapOutcome(await root.activate(wanted, sequence, { signal: ctx.signal, log: ctx.log }));
   },
 });

@@ -17,6 +17,6 @@ export const rollback = defineCommand({
     if (!(await root.isPrepared(target))) {
       return { status: "failed", code: "RELEASE_NOT_KEPT", error: `release ${target} is not kept on this node; kept: ${(await root.releases()).map((c) => c.slice(0, 12)).join(", ") || "none"}` };
     }
-    return swapOutcome(await root.activate(target, ctx.payload.sequence, { rollback: true, signal: ctx.signal, log: ctx.log }));
+    return swapOutcome(await root.activate(target, ctx.payload.sequence, { signal: ctx.signal, log: ctx.log }));
   },
 });

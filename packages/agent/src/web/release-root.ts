@@ -145,7 +145,7 @@ export class ReleaseRoot {
    * site; a failed probe swaps straight back. A release or rollback older than the current one
    * (by publish sequence) is skipped: nodes never move backwards because messages crossed.
    */
-  activate(commit: string, sequence: number, options: { rollback: boolean; signal: AbortSignal; log: Logger; swapAt?: number }): Promise<SwapOutcome> {
+  activate(commit: string, sequence: number, options: { signal: AbortSignal; log: Logger; swapAt?: number }): Promise<SwapOutcome> {
     return serialised(this.root, async () => {
       const state = await this.readState();
       const current = await this.current();

@@ -11,7 +11,7 @@ export async function syncToDesired(root: ReleaseRoot, desired: DesiredRelease, 
   if ((await root.current()) === desired.commit) return "already-current";
   if ((await root.readState()).sequence > desired.sequence) return "newer-active";
   await root.prepare(desired.repo, desired.commit, signal, log);
-  const outcome = await root.activate(desired.commit, desired.sequence, { rollback: Boolean(desired.rollback), signal, log });
+  const outcome = await root.activate(desired.commit, desired.sequence, { signal, log });
   if (outcome.status === "failed") throw new Error(outcome.error);
   if (outcome.status === "interrupted") throw new Error("interrupted by a stop signal");
   return outcome.status === "skipped" ? "newer-active" : "activated";
