@@ -39,3 +39,8 @@ export class CommandFailedError extends BosunError {
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** The first line of an error's message: git and other tools put the reason there and detail below. */
+export function errorSummary(err: unknown): string {
+  return errorMessage(err).trim().split("\n")[0] ?? "";
+}

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import { BosunError, type AppSettings, type Logger } from "@bosun/core";
+import { BosunError, errorSummary, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
 import { probeHealth } from "./health.ts";
@@ -113,13 +113,13 @@ export class ReleaseRoot {
         try {
           ({ fetched } = await fetchCommit(join(this.root, "mirror.git"), repo, commit, signal));
         } catch (error) {
-          throw new PrepareError("FETCH_FAILED", `could not fetch ${commit} from ${repo}: ${firstLine(error)}`);
+          throw new PrepareError("FETCH_FAILED", `could not fetch ${commit} from ${repo}: ${errorSummary(error)}`);
         }
         try {
           await checkoutVerified(join(this.root, "mirror.git"), commit, tmp, signal);
         } catch (error) {
           // Git says "unable to write file" when the disk is full; the free space makes that plain.
-          throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${firstLine(error)} (${await freeSpace(this.root)})`);
+          throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${errorSummary(error)} (${await freeSpace(this.root)})`);
         }
         await writeFile(join(tmp, ".bosun-release"), `${commit}\n`);
         let buildMs: number | undefined;
@@ -257,9 +257,6 @@ async function freeSpace(path: string): Promise<string> {
   }
 }
 
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).trim().split("\n")[0] ?? "";
-}
 
 async function syncDir(path: string): Promise<void> {
   const handle = await open(path, "r");

@@ -1,6 +1,6 @@
 import { Bus, StateStore, stateKeys } from "@bosun/aws";
 import { resolveRef } from "@bosun/agent";
-import { CommandFailedError, ConfigError, appNamePattern, createMessage, type DesiredRelease, type Target } from "@bosun/core";
+import { CommandFailedError, ConfigError, appNamePattern, createMessage, errorSummary, type DesiredRelease, type Target } from "@bosun/core";
 import type { Context } from "../context.ts";
 import { expectedNodes, publishAndFollow, type FollowResult, type NodeProgress } from "../follow.ts";
 
@@ -69,7 +69,7 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
   try {
     commit = await resolveRef(repo, options.ref, AbortSignal.timeout(60_000));
   } catch (error) {
-    throw new ConfigError(`Cannot resolve ref ${JSON.stringify(options.ref)} in ${repo}: ${firstLine(error)}`, { cause: error });
+    throw new ConfigError(`Cannot resolve ref ${JSON.stringify(options.ref)} in ${repo}: ${errorSummary(error)}`, { cause: error });
   }
   const signer = ctx.signer();
   const previous = await store.get<DesiredRelease>(stateKeys.release(options.app));
@@ -191,9 +191,6 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
   return out;
 }
 
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).trim().split("\n")[0] ?? "";
-}
 
 export function renderRelease(result: ReleaseResult): string {
   const head = `${result.app} ${result.ref} → ${result.commit.slice(0, 12)} (${result.repo})`;
