@@ -23,6 +23,11 @@ describe("settings", () => {
     );
     assert.throws(() => loadSettings({ env: { BOSUN_CONCURRENCY: "0" }, cwd: tmpdir() }), /Invalid BOSUN_CONCURRENCY: .*received "0"/);
     assert.throws(() => loadSettings({ env: { BOSUN_CLUSTER: "Prod_1" }, cwd: tmpdir() }), /Invalid BOSUN_CLUSTER: expected 1-32 lower-case .*received "Prod_1"/);
+    assert.throws(() => loadSettings({ env: { BOSUN_APPS: "{not json" }, cwd: tmpdir() }), /Invalid BOSUN_APPS: .*received "\{not json"/);
+    assert.throws(
+      () => loadSettings({ env: { BOSUN_APPS: JSON.stringify({ demo: { root: "/srv/demo", repos: ["--upload-pack=x"] } }) }, cwd: tmpdir() }),
+      /Invalid BOSUN_APPS: a repository may not start with '-'/,
+    );
   });
 
   it("names the file and setting when the config file is bad, and refuses unknown settings", async () => {
