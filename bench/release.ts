@@ -37,7 +37,6 @@ import {
   verdictOf,
   wallSeconds,
   type Cleanup,
-  type CommonOptions,
   type Machine,
   type Verdict,
 } from "./harness.ts";

@@ -184,6 +184,36 @@ describe("bad input is refused, dead-lettered and survived", () => {
   });
 });
 
+describe("exactly once under concurrent copies, with a real agent", () => {
+  let fleet: TestFleet;
+  before(async () => {
+    fleet = await TestFleet.start({ concurrency: 8 });
+  });
+  after(() => fleet.close());
+
+  it("copies waiting in the queue when the agent starts arrive in one batch and have their effect once", async () => {
+    for (let trial = 0; trial < 3; trial++) {
+      // A new node each trial, its queue made as its agent would make it: the copies wait there,
+      // and the agent's first receive hands them out together.
+      const node = `copies-${trial}`;
+      await fleet.createNodeQueue(node, ["web"]);
+      const commands = [0, 1].map((i) => fleet.command("probe", { note: `trial ${trial}.${i}` }, { nodes: [node] }));
+      for (const command of commands) await Promise.all(Array.from({ length: 5 }, () => fleet.publish(command)));
+      const agent = await fleet.startAgent(node, ["web"]);
+      for (const command of commands) {
+        await fleet.waitForNodeEvent(command.id, node, "done");
+        await fleet.waitForEvent(
+          () => fleet.events.items.filter((e) => e.type === "refused" && (e.payload as { messageId?: string }).messageId === command.id).length === 4,
+          `the other 4 copies of ${command.id} settled as copies`,
+        );
+        assert.equal(countInLog(await probeLog(fleet, node), command.id), 1, `trial ${trial}: the effect happened once`);
+        assert.equal(fleet.eventsFor(command.id, "done").length, 1);
+      }
+      await agent.stop();
+    }
+  });
+});
+
 describe("long work, restarts and stops", () => {
   let fleet: TestFleet;
   before(async () => {

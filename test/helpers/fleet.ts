@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { createAwsClients, destroyAwsClients, Bus, ensureTopic, EventWatcher, names, type AwsClients } from "@bosun/aws";
-import { TrustStore, createMessage, loadSigner, type Envelope, type NewMessage, type Signer } from "@bosun/core";
+import { createAwsClients, destroyAwsClients, Bus, ensureSubscribedQueue, ensureTopic, EventWatcher, names, type AwsClients } from "@bosun/aws";
+import { TrustStore, createMessage, loadSigner, nodeFilterPolicy, type Envelope, type NewMessage, type Signer } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../../packages/cli/src/children.ts";
 import { startEmulator, type Emulator } from "../../packages/cli/src/emulator.ts";
 import { keysGenerate } from "../../packages/cli/src/commands/keys.ts";
@@ -238,6 +238,11 @@ export class TestFleet {
       `${type} from ${nodeId} for ${commandId}`,
       timeoutMs,
     );
+  }
+
+  /** Makes a node's queue as its agent does at start, so messages can wait for an agent not yet running. */
+  async createNodeQueue(nodeId: string, roles: string[]): Promise<void> {
+    await ensureSubscribedQueue(this.clients, this.#bus!.topicArn, names.nodeQueue(this.cluster, nodeId), nodeFilterPolicy(nodeId, roles), { visibilityTimeoutSeconds: 5 });
   }
 
   nodeQueueName(nodeId: string): string {

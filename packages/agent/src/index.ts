@@ -1,5 +1,6 @@
 export * from "./agent.ts";
 export * from "./ledger.ts";
+export * from "./pipeline.ts";
 export * from "./commands/index.ts";
 export * from "./web/release-root.ts";
 export { resolveRef, commitPattern } from "./web/git.ts";

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
-import { writeFileDurably } from "./durable.ts";
+import { createFileDurably, writeFileDurably } from "./durable.ts";
 
 export const ledgerStates = ["started", "done", "failed", "refused"] as const;
 
@@ -19,7 +19,8 @@ const entrySchema = z.object({
 });
 export type LedgerEntry = z.infer<typeof entrySchema>;
 
-const idPattern = /^[0-9a-f-]{36}$/;
+/** Command ids are UUIDs, which are case-insensitive: one command, one file, whatever the case it came in. */
+const idPattern = /^[0-9a-fA-F-]{36}$/;
 
 /**
  * The node's durable memory of commands it has seen, one small file per command id,
@@ -48,9 +49,17 @@ export class Ledger {
     return entrySchema.parse(JSON.parse(text));
   }
 
+  /** Replaces a command's entry; only the run that holds the command may call it. */
   async put(entry: LedgerEntry): Promise<void> {
-    if (!idPattern.test(entry.id)) throw new Error(`ledger ids are UUIDs, received ${JSON.stringify(entry.id)}`);
-    await writeFileDurably(this.#path(entry.id), JSON.stringify(entry));
+    await writeFileDurably(this.#checkedPath(entry.id), JSON.stringify(entry));
+  }
+
+  /**
+   * Claims a command: creates its entry only if none exists, in this process or another.
+   * Returns false when another delivery got there first; that one runs the command.
+   */
+  async create(entry: LedgerEntry): Promise<boolean> {
+    return createFileDurably(this.#checkedPath(entry.id), JSON.stringify(entry));
   }
 
   /** Forgets one command, so its next delivery runs afresh (a handler asked to be retried). */
@@ -83,6 +92,11 @@ export class Ledger {
   }
 
   #path(id: string): string {
-    return join(this.#dir, `${id}.json`);
+    return join(this.#dir, `${id.toLowerCase()}.json`);
+  }
+
+  #checkedPath(id: string): string {
+    if (!idPattern.test(id)) throw new Error(`ledger ids are UUIDs, received ${JSON.stringify(id)}`);
+    return this.#path(id);
   }
 }

@@ -225,3 +225,11 @@ export function abortableDelay(ms: number, signal?: AbortSignal): Promise<void> 
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Waits until the wall clock reads `at` (ms since the epoch) or the signal aborts. Timers may
+ * fire a millisecond early against Date.now(), so it waits again until the moment has truly come.
+ */
+export async function untilWallClock(at: number, signal?: AbortSignal, now: () => number = Date.now): Promise<void> {
+  for (let left = at - now(); left > 0 && !signal?.aborted; left = at - now()) await abortableDelay(left, signal);
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import { BOSUN_VERSION, BosunError, CommandFailedError, ConfigError, errorMessage } from "@bosun/core";
 import { createContext, type Context, type GlobalOptions } from "./context.ts";
 import { output } from "./render.ts";

@@ -5,7 +5,7 @@ import { release } from "./release.ts";
 import { activate } from "./activate.ts";
 import { rollback } from "./rollback.ts";
 
-export type { CommandDefinition, CommandContext, CommandOutcome } from "./types.ts";
+export { defineCommand, type CommandDefinition, type CommandContext, type CommandOutcome } from "./types.ts";
 
 /** Every command type an agent carries out. Adding a type is adding a module and a row here. */
 export const commandTable: ReadonlyMap<string, CommandDefinition<never>> = new Map(

@@ -1,13 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
 import { BosunError, errorSummary, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
 import { probeHealth } from "./health.ts";
-import { writeFileDurably } from "../durable.ts";
-import { abortableDelay } from "@bosun/aws";
+import { syncDir, writeFileDurably } from "../durable.ts";
+import { untilWallClock } from "@bosun/aws";
 
 const stateSchema = z.object({
   /** Publish time (ms) of the release or rollback that made `current` current: older ones never replace it. */
@@ -161,8 +161,7 @@ export class ReleaseRoot {
       if (current !== commit) await this.#writeState({ ...state, pending: { ...(origin ? { from: origin } : {}), to: commit } });
       // A fleet-wide activation names the moment to swap, so every node renames within a few ms
       // of the others however far apart the command reached them; a late node swaps at once.
-      const wait = options.swapAt === undefined ? 0 : Math.min(options.swapAt - Date.now(), 60_000);
-      if (wait > 0) await abortableDelay(wait, options.signal);
+      if (options.swapAt !== undefined) await untilWallClock(Math.min(options.swapAt, Date.now() + 60_000), options.signal);
       if (options.signal.aborted) {
         await this.#writeState(state);
         return { status: "interrupted" };
@@ -257,12 +256,3 @@ async function freeSpace(path: string): Promise<string> {
   }
 }
 
-
-async function syncDir(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
