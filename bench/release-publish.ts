@@ -1,10 +1,10 @@
 import { execFile } from "node:child_process";
-import { mkdir, rm, statfs } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { resolveRef } from "@bosun/agent";
 import type { Envelope } from "@bosun/core";
-import { checkoutVerified, fetchCommit } from "../packages/agent/src/web/git.ts";
+import { checkoutVerified, fetchCommit, freeBytes, unlimitedFetch } from "../packages/agent/src/web/git.ts";
 import type { TestFleet, TestProcess } from "../test/helpers/fleet.ts";
 import { deployRoot, nodeOf, releaseWithCli } from "./agents.ts";
 import { progress, verdictOf, type Cleanup, type Verdict } from "./harness.ts";
@@ -88,12 +88,12 @@ export async function measureGitCallCost(site: Site, work: string, calls: number
   const mirror = join(work, "git-call", "mirror.git");
   const commit = await resolveRef(site.repo.dir, "main", signal);
   try {
-    await fetchCommit(mirror, site.repo.dir, commit, signal);
+    await fetchCommit(mirror, site.repo.dir, commit, signal, unlimitedFetch);
     const args = [`--git-dir=${mirror}`, "cat-file", "-e", `${commit}^{commit}`];
     const agentMs: number[] = [];
     const execFileMs: number[] = [];
     for (let i = 0; i < calls; i++) {
-      agentMs.push(await timed(() => fetchCommit(mirror, site.repo.dir, commit, signal)));
+      agentMs.push(await timed(() => fetchCommit(mirror, site.repo.dir, commit, signal, unlimitedFetch)));
       execFileMs.push(await timed(() => run("git", args, { signal })));
     }
     return { command: `git cat-file -e <commit>^{commit}`, calls, agentMs: summarize(agentMs), execFileMs: summarize(execFileMs) };
@@ -102,11 +102,7 @@ export async function measureGitCallCost(site: Site, work: string, calls: number
   }
 }
 
-/** Free space where the benchmark writes, in bytes. */
-export async function freeBytes(dir: string): Promise<number> {
-  const fs = await statfs(dir);
-  return fs.bavail * fs.bsize;
-}
+export { freeBytes };
 
 /**
  * One node's release, step by step, with the agent's own git functions: fetch into an empty
@@ -122,7 +118,7 @@ export async function measureSingleNode(site: Site, work: string, signal: AbortS
     for (const release of ["cold", "incremental"] as const) {
       if (release === "incremental") await commitChange(site, `single-node change of ${site.label}`);
       const commit = await resolveRef(site.repo.dir, "main", signal);
-      const fetchMs = await timed(() => fetchCommit(mirror, site.repo.dir, commit, signal));
+      const fetchMs = await timed(() => fetchCommit(mirror, site.repo.dir, commit, signal, unlimitedFetch));
       const checkoutVerifyMs = await timed(() => checkoutVerified(mirror, commit, join(dir, release), signal));
       const baselineArgs = release === "cold" ? ["clone", "--no-local", "--quiet", site.repo.dir, clone] : ["-C", clone, "pull", "--ff-only", "--quiet"];
       rows.push({ repo: site.label, release, fetchMs, checkoutVerifyMs, baseline: baselines[release], baselineMs: await gitAtOnce([baselineArgs], signal) });

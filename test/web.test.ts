@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readdir, readlink } from "node:fs/promises";
+import { readdir, readlink, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { Nginx, SiteRepo, loadGenerator } from "./helpers/web.ts";
@@ -56,6 +56,15 @@ describe("web releases", () => {
     const out = await fleet.bosun(["release", "--app", "demo", "--ref", ref, "--repo", repo.dir, "--wait", "--timeout", "30", "--json", ...flags], ci());
     return { ...out, result: out.code !== null && out.stdout.startsWith("{") ? (JSON.parse(out.stdout) as ReleaseJson) : undefined };
   };
+
+  /** Every node serves a release of this repository: each test that needs one makes sure of it, so tests run alone. */
+  async function ensureServing(): Promise<void> {
+    const currents = await Promise.all(nodes.map((n) => currentOf(n).catch(() => undefined)));
+    if (currents.every((c) => c && pages.has(c))) return;
+    await commitRelease(`release for a test on its own ${pages.size}`);
+    const out = await release("main");
+    assert.equal(out.code, 0, out.stdout);
+  }
 
   before(async () => {
     fleet = await TestFleet.start({ heartbeatSeconds: 1 });
@@ -130,6 +139,33 @@ describe("web releases", () => {
         assert.ok(swappedAt >= at, `swapped ${at - swappedAt} ms before the named moment`);
         assert.ok(swappedAt - at < 250, `swapped ${swappedAt - at} ms after the named moment`);
       }
+    }
+  });
+
+  it("a release holding a link out of itself is refused by every node, and nginx follows no link below its root", async () => {
+    await ensureServing();
+    const before = new Map(await Promise.all(nodes.map(async (n) => [n.id, await currentOf(n)] as const)));
+    await repo.commit({ ...base, "index.html": SiteRepo.page("leaky"), "leak.txt": { link: "/etc/passwd" } }, "leaky release");
+    const leaky = await release("main");
+    assert.equal(leaky.code, 1);
+    assert.deepEqual(leaky.result?.failed.map((f) => `${f.node}:${f.phase}`).sort(), ["web-1:prepare", "web-2:prepare"]);
+    assert.match(leaky.result!.failed[0]!.detail, /UNSAFE_LINK symbolic link leak\.txt -> \/etc\/passwd is absolute/);
+    for (const node of nodes) assert.equal(await currentOf(node), before.get(node.id), "current did not move");
+    await repo.commit({ "leak.txt": null }, "without the link");
+
+    // Defence in depth: a link planted in a served release (as if the check were bypassed) is not followed.
+    const node = nodes[0]!;
+    const current = await currentOf(node);
+    assert.ok(current, "the node serves a release");
+    const planted = join(node.root, "releases", current, "planted.txt");
+    await symlink("/etc/passwd", planted);
+    try {
+      const response = await fetch(`${node.nginx.url}/planted.txt`);
+      assert.ok([403, 404].includes(response.status), `nginx answered ${response.status}`);
+      assert.doesNotMatch(await response.text(), /root:/);
+      assert.equal((await fetch(`${node.nginx.url}/`)).status, 200, "the release itself, behind the `current` link, is served");
+    } finally {
+      await rm(planted, { force: true });
     }
   });
 

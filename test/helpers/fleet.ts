@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -72,6 +72,8 @@ export class TestFleet {
 
   static async start(settings: Record<string, unknown> = {}): Promise<TestFleet> {
     const dir = await mkdtemp(join(tmpdir(), "bosun-test-"));
+    // Deploy roots live below: builds run as their own user, which must reach them (keys stay 0700).
+    await chmod(dir, 0o755);
     const emulator = await startEmulator({ dir: join(dir, "emulator"), port: 0 });
     try {
       return await TestFleet.#setUp(dir, emulator, settings);

@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { simpleGit } from "simple-git";
 
 /** A real git repository in a temp directory, for releases to come from. */
@@ -24,15 +25,15 @@ export class SiteRepo {
     return new SiteRepo(dir);
   }
 
-  /** Commits the given files (path → content; null deletes) and returns the commit id. */
-  async commit(files: Record<string, string | null>, message = `change ${++this.#n}`): Promise<string> {
+  /** Commits the given files (path → content; null deletes; `{ link }` a symbolic link) and returns the commit id. */
+  async commit(files: Record<string, string | Buffer | null | { link: string }>, message = `change ${++this.#n}`): Promise<string> {
     for (const [path, content] of Object.entries(files)) {
       const full = join(this.dir, path);
-      if (content === null) await rm(full, { force: true });
-      else {
-        await mkdir(join(full, ".."), { recursive: true });
-        await writeFile(full, content);
-      }
+      await rm(full, { force: true });
+      if (content === null) continue;
+      await mkdir(join(full, ".."), { recursive: true });
+      if (typeof content === "object" && "link" in content) await symlink(content.link, full);
+      else await writeFile(full, content);
     }
     const git = simpleGit(this.dir);
     await git.add(["--all", "."]);
@@ -55,6 +56,9 @@ export async function freePort(): Promise<number> {
   await new Promise((r) => server.close(r));
   return port;
 }
+
+/** The server-block include deploy/ ships for apps Bosun releases: the tests serve through it as a node would. */
+const appConf = fileURLToPath(new URL("../../deploy/nginx/bosun-app.conf", import.meta.url));
 
 /** nginx from Debian serving `<root>/current` on a free port, in the foreground, until stop(). */
 export class Nginx {
@@ -90,7 +94,7 @@ http {
   server {
     listen 127.0.0.1:${port};
     root ${docroot};
-    location / { try_files $uri $uri/ =404; }
+    include ${appConf};
   }
 }
 `,

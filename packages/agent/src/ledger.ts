@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { createFileDurably, writeFileDurably } from "./durable.ts";
@@ -33,8 +33,10 @@ export class Ledger {
     this.#dir = options.dir;
   }
 
+  /** The ledger is the agent's alone: builds and other users on the node may not read it. */
   async open(): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
+    await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    await chmod(this.#dir, 0o700);
   }
 
   async get(id: string): Promise<LedgerEntry | undefined> {

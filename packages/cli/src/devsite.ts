@@ -16,9 +16,11 @@ export async function startSiteServer(docroot: string, port: number): Promise<{ 
     try {
       const root = await realpath(docroot);
       const path = normalize(decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname));
-      let file = join(root, path);
-      if (!file.startsWith(root + sep) && file !== root) throw new Error("outside the document root");
-      if ((await stat(file)).isDirectory()) file = join(file, "index.html");
+      let file = await realpath(join(root, path));
+      if ((await stat(file)).isDirectory()) file = await realpath(join(file, "index.html"));
+      // Links are resolved first and the result must still be inside the release: a release never
+      // serves what lies outside it (deploy/nginx goes further and follows no link below the root).
+      if (!file.startsWith(root + sep)) throw new Error("outside the document root");
       res.setHeader("content-type", types[extname(file)] ?? "application/octet-stream");
       createReadStream(file).on("error", () => res.destroy()).pipe(res);
     } catch {

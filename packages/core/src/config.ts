@@ -26,7 +26,22 @@ export const appSchema = z
     /** Repository URLs releases may come from; anything else is refused. */
     repos: z.array(z.string().min(1).regex(/^[^-]/, "a repository may not start with '-'")).min(1),
     build: z
-      .object({ command: z.array(z.string().min(1)).min(1), timeoutSeconds: z.number().int().min(1).max(86400).default(600) })
+      .object({
+        command: z.array(z.string().min(1)).min(1),
+        timeoutSeconds: z.number().int().min(1).max(86400).default(600),
+        /**
+         * The unprivileged user builds run as, so the repository's code cannot read the agent's
+         * keys or ledger, nor write outside the tree it builds. `false` runs builds as the agent
+         * itself (only for a developer's own machine).
+         */
+        user: z.union([z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, "expected a user name"), z.literal(false)]).default("bosun-build"),
+        /** Processes the build user may have at once (RLIMIT_NPROC). */
+        processes: z.number().int().min(8).max(65536).default(512),
+        /** Memory a build process may allocate (RLIMIT_DATA), in MiB. */
+        memoryMB: z.number().int().min(16).max(1048576).default(4096),
+        /** Largest file a build may write, in MiB (RLIMIT_FSIZE). */
+        fileMB: z.number().int().min(1).max(1048576).default(1024),
+      })
       .strict()
       .optional(),
     health: z
@@ -40,6 +55,15 @@ export const appSchema = z
       })
       .strict()
       .optional(),
+    /** How large a release and a fetch may be, and the room a fetch must leave on the deploy root's filesystem. */
+    limits: z
+      .object({
+        releaseMB: z.number().int().min(1).max(1048576).default(2048),
+        fetchMB: z.number().int().min(1).max(1048576).default(2048),
+        minFreeMB: z.number().int().min(0).max(1048576).default(256),
+      })
+      .strict()
+      .default({ releaseMB: 2048, fetchMB: 2048, minFreeMB: 256 }),
     /** Releases kept on disk, besides the current and previous ones; failed ones do not count. */
     keep: z.number().int().min(0).max(100).default(3),
     /** How long a release that stopped being current stays on disk, so requests reading it finish. */

@@ -1,17 +1,80 @@
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { lchown, lstat, chmod, mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-import type { Logger } from "@bosun/core";
+import { promisify } from "node:util";
+import type { AppSettings, Logger } from "@bosun/core";
+import { walkTree } from "./tree.ts";
 
-export type BuildResult = { ok: true; durationMs: number } | { ok: false; error: string; code: "BUILD_FAILED" | "BUILD_TIMEOUT" | "BUILD_ABORTED" };
+export type BuildFailure = "BUILD_FAILED" | "BUILD_TIMEOUT" | "BUILD_ABORTED" | "BUILD_USER";
+export type BuildResult = { ok: true; durationMs: number } | { ok: false; error: string; code: BuildFailure };
+
+type BuildSettings = NonNullable<AppSettings["build"]>;
+
+/** A user account, as the build runs under it. */
+export interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+}
+
+/** Looks a user up through the system's name service (files, LDAP...), with an argument array. */
+export async function lookUpUser(name: string): Promise<Account | undefined> {
+  try {
+    const { stdout } = await promisify(execFile)("getent", ["passwd", "--", name], { encoding: "utf8" });
+    const [, , uid, gid] = stdout.trim().split(":");
+    return { name, uid: Number(uid), gid: Number(gid) };
+  } catch {
+    return undefined;
+  }
+}
 
 /**
- * Runs an app's build command in a prepared release: an argument array (never a shell
- * string), a time limit, the agent's abort signal, and every output line into the log.
+ * Runs an app's build command in a prepared release. The build is the repository's code, so it
+ * runs as its own unprivileged user (`build.user`), which cannot read the agent's keys or ledger
+ * nor write anything but the tree it builds; with limits on processes, memory and file size
+ * (prlimit(1)), a time limit, the agent's abort signal, a plain environment, and every output
+ * line into the log. The tree is handed to the build user for the build and taken back after,
+ * so no build can change a release once it is built.
  */
-export async function runBuild(command: readonly string[], options: { cwd: string; timeoutSeconds: number; signal: AbortSignal; log: Logger; env?: NodeJS.ProcessEnv }): Promise<BuildResult> {
+export async function runBuild(build: BuildSettings, options: { cwd: string; signal: AbortSignal; log: Logger }): Promise<BuildResult> {
   const started = performance.now();
-  const [file, ...args] = command;
-  const child = spawn(file!, args, { cwd: options.cwd, env: options.env ?? buildEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let account: Account | undefined;
+  let home: string | undefined;
+  if (build.user !== false) {
+    account = await lookUpUser(build.user);
+    if (!account) return { ok: false, code: "BUILD_USER", error: `build user ${JSON.stringify(build.user)} does not exist on this node; create it (useradd --system bosun-build) or set the app's build.user` };
+    try {
+      await chownTree(options.cwd, account.uid, account.gid);
+      // The build's own HOME and TMPDIR, beside the tree, so tools that cache or write there need nothing of ours.
+      home = await mkdtemp(join(options.cwd, "..", ".build-home-"));
+      await lchown(home, account.uid, account.gid);
+    } catch (error) {
+      await rm(home ?? "", { recursive: true, force: true }).catch(() => undefined);
+      return { ok: false, code: "BUILD_USER", error: `cannot hand the release to build user ${build.user}: ${(error as Error).message} (the agent needs root, or CAP_CHOWN, CAP_SETUID and CAP_SETGID)` };
+    }
+  } else options.log.warn("build runs as the agent's own user (build.user is false): the repository's code can read this node's keys");
+
+  try {
+    const result = await spawnBuild(build, { ...options, ...(account ? { account } : {}), home: home ?? options.cwd });
+    return result.ok ? { ok: true, durationMs: Math.round(performance.now() - started) } : result;
+  } finally {
+    if (home) await rm(home, { recursive: true, force: true }).catch(() => undefined);
+    // Take the tree back whatever happened: a failed tree is removed by the agent, a good one is served.
+    if (account) await chownTree(options.cwd, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+  }
+}
+
+async function spawnBuild(build: BuildSettings, options: { cwd: string; signal: AbortSignal; log: Logger; account?: Account; home: string }): Promise<BuildResult> {
+  const limits = [`--nproc=${build.processes}`, `--data=${build.memoryMB * 1024 * 1024}`, `--fsize=${build.fileMB * 1024 * 1024}`, "--core=0"];
+  const command = build.command;
+  const child = spawn("prlimit", [...limits, "--", ...command], {
+    cwd: options.cwd,
+    env: buildEnv(options.home),
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+    ...(options.account ? { uid: options.account.uid, gid: options.account.gid } : {}),
+  });
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream] }).on("line", (line) => options.log.info({ stream, line: line.slice(0, 2000) }, "build output"));
   }
@@ -25,26 +88,53 @@ export async function runBuild(command: readonly string[], options: { cwd: strin
       child.kill("SIGKILL");
     }
   };
-  const timer = setTimeout(() => kill("BUILD_TIMEOUT"), options.timeoutSeconds * 1000);
+  const timer = setTimeout(() => kill("BUILD_TIMEOUT"), build.timeoutSeconds * 1000);
   const onAbort = () => kill("BUILD_ABORTED");
   options.signal.addEventListener("abort", onAbort, { once: true });
+  const closed = new Promise<void>((resolve) => child.once("close", () => resolve()));
   const exit = await new Promise<{ code: number | null; error?: Error }>((resolve) => {
     child.once("error", (error) => resolve({ code: null, error }));
-    child.once("close", (code) => resolve({ code }));
+    child.once("exit", (code) => resolve({ code }));
   });
   clearTimeout(timer);
   options.signal.removeEventListener("abort", onAbort);
-  const durationMs = Math.round(performance.now() - started);
-  if (why === "BUILD_TIMEOUT") return { ok: false, code: why, error: `build ${JSON.stringify(command)} did not finish within ${options.timeoutSeconds}s and was killed` };
+  // Whatever the build left running in its group goes with it; then its output ends.
+  if (child.pid) {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // The group is gone already.
+    }
+  }
+  if (!exit.error) await closed;
+  const shown = JSON.stringify(command);
+  if (why === "BUILD_TIMEOUT") return { ok: false, code: why, error: `build ${shown} did not finish within ${build.timeoutSeconds}s and was killed` };
   if (why === "BUILD_ABORTED") return { ok: false, code: why, error: "build was interrupted by agent stop" };
-  if (exit.error) return { ok: false, code: "BUILD_FAILED", error: `build ${JSON.stringify(command)} could not start: ${exit.error.message}` };
-  if (exit.code !== 0) return { ok: false, code: "BUILD_FAILED", error: `build ${JSON.stringify(command)} exited with code ${exit.code}` };
-  return { ok: true, durationMs };
+  if (exit.error) {
+    const code = (exit.error as NodeJS.ErrnoException).code === "EPERM" ? "BUILD_USER" : "BUILD_FAILED";
+    return { ok: false, code, error: `build ${shown} could not start${options.account ? ` as ${options.account.name}` : ""}: ${exit.error.message}` };
+  }
+  if (exit.code !== 0) return { ok: false, code: "BUILD_FAILED", error: `build ${shown} exited with code ${exit.code}` };
+  return { ok: true, durationMs: 0 };
+}
+
+/**
+ * Gives every entry of a tree to a user, without following links (lchown), and takes away
+ * set-id bits and write access for group and others.
+ */
+async function chownTree(root: string, uid: number, gid: number): Promise<void> {
+  const entries = [root];
+  for await (const entry of walkTree(root)) entries.push(entry.path);
+  for (const path of entries) {
+    const info = await lstat(path);
+    await lchown(path, uid, gid);
+    if (!info.isSymbolicLink() && (info.mode & 0o6022) !== 0) await chmod(path, info.mode & 0o7777 & ~0o6022);
+  }
 }
 
 /** Builds run the repository's code: they get a plain environment, not the agent's settings or AWS credentials. */
-function buildEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const key of ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ"]) if (process.env[key] !== undefined) env[key] = process.env[key];
+function buildEnv(home: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { HOME: home, TMPDIR: home };
+  for (const key of ["PATH", "LANG", "LC_ALL", "TZ"]) if (process.env[key] !== undefined) env[key] = process.env[key];
   return env;
 }

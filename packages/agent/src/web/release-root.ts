@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import { BosunError, errorSummary, type AppSettings, type Logger } from "@bosun/core";
+import { errorSummary, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
-import { checkoutVerified, commitPattern, fetchCommit } from "./git.ts";
+import { checkoutVerified, commitPattern, fetchCommit, FetchLimitError, freeBytes, mib, treeBytes } from "./git.ts";
+import { checkTree, MARKER, PrepareError, writeMarker } from "./tree.ts";
 import { probeHealth } from "./health.ts";
 import { syncDir, writeFileDurably } from "../durable.ts";
 import { untilWallClock } from "@bosun/aws";
@@ -84,7 +85,7 @@ export class ReleaseRoot {
   }
 
   async isPrepared(commit: string): Promise<boolean> {
-    return stat(join(this.releasesDir, commit, ".bosun-release")).then(
+    return stat(join(this.releasesDir, commit, MARKER)).then(
       () => true,
       () => false,
     );
@@ -108,27 +109,42 @@ export class ReleaseRoot {
       await mkdir(this.releasesDir, { recursive: true });
       await this.#removeLeftovers();
       const tmp = join(this.releasesDir, `.tmp-${commit}-${randomBytes(4).toString("hex")}`);
+      const mirror = join(this.root, "mirror.git");
+      const { limits } = this.settings;
       try {
         let fetched: boolean;
         try {
-          ({ fetched } = await fetchCommit(join(this.root, "mirror.git"), repo, commit, signal));
+          ({ fetched } = await fetchCommit(mirror, repo, commit, signal, { maxBytes: limits.fetchMB * 1048576, minFreeBytes: limits.minFreeMB * 1048576 }));
         } catch (error) {
+          if (error instanceof FetchLimitError) throw new PrepareError(error.code, `could not fetch ${commit} from ${repo}: ${error.message}`);
           throw new PrepareError("FETCH_FAILED", `could not fetch ${commit} from ${repo}: ${errorSummary(error)}`);
         }
+        // Sized from the mirror before a byte is written out: too large, or no room, is said plainly.
+        const size = await treeBytes(mirror, commit, signal);
+        if (size > limits.releaseMB * 1048576) {
+          throw new PrepareError("RELEASE_TOO_LARGE", `release ${commit} holds ${mib(size)} of files, more than the app's limit of ${mib(limits.releaseMB * 1048576)} (limits.releaseMB)`);
+        }
+        const free = await freeBytes(this.root);
+        if (free - size < limits.minFreeMB * 1048576) {
+          throw new PrepareError("NO_SPACE", `release ${commit} needs ${mib(size)} and would leave ${mib(Math.max(0, free - size))} free on ${this.root}, less than ${mib(limits.minFreeMB * 1048576)} (limits.minFreeMB)`);
+        }
         try {
-          await checkoutVerified(join(this.root, "mirror.git"), commit, tmp, signal);
+          await checkoutVerified(mirror, commit, tmp, signal);
         } catch (error) {
           // Git says "unable to write file" when the disk is full; the free space makes that plain.
           throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${errorSummary(error)} (${await freeSpace(this.root)})`);
         }
-        await writeFile(join(tmp, ".bosun-release"), `${commit}\n`);
+        await checkTree(tmp);
         let buildMs: number | undefined;
         if (this.settings.build) {
-          log.info({ command: this.settings.build.command }, "building release");
-          const built = await runBuild(this.settings.build.command, { cwd: tmp, timeoutSeconds: this.settings.build.timeoutSeconds, signal, log });
+          log.info({ command: this.settings.build.command, user: this.settings.build.user }, "building release");
+          const built = await runBuild(this.settings.build, { cwd: tmp, signal, log });
           if (!built.ok) throw new PrepareError(built.code, built.error);
           buildMs = built.durationMs;
+          // What the build made is checked as the repository's files were.
+          await checkTree(tmp);
         }
+        await writeMarker(tmp, commit);
         await syncDir(tmp);
         await rename(tmp, join(this.releasesDir, commit));
         await syncDir(this.releasesDir);
@@ -235,7 +251,7 @@ export class ReleaseRoot {
   /** Half-made releases and swap links an interrupted agent left behind. */
   async #removeLeftovers(): Promise<void> {
     for (const name of await readdir(this.releasesDir)) {
-      if (name.startsWith(".tmp-") || name.startsWith(".index-")) await rm(join(this.releasesDir, name), { recursive: true, force: true });
+      if (name.startsWith(".tmp-") || name.startsWith(".index-") || name.startsWith(".build-home-")) await rm(join(this.releasesDir, name), { recursive: true, force: true });
     }
     for (const name of await readdir(this.root)) {
       if (name.startsWith(".current-")) await rm(join(this.root, name), { force: true });
@@ -244,8 +260,7 @@ export class ReleaseRoot {
   }
 }
 
-/** A release could not be prepared on this node; `code` says at which step (REPO_NOT_ALLOWED, FETCH_FAILED, ...). */
-export class PrepareError extends BosunError {}
+export { PrepareError };
 
 async function freeSpace(path: string): Promise<string> {
   try {
