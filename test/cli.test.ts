@@ -1,4 +1,5 @@
 import { describe, it } from "node:test";
+import { spawn } from "node:child_process";
 import assert from "node:assert/strict";
 import { mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { simpleGit } from "simple-git";
@@ -93,6 +94,71 @@ describe("bosun dev", () => {
       assert.ok(lines.includes("Fleet stopped."));
       assert.deepEqual(await processesIn(dir), [], "no process of the fleet is left");
       assert.ok(lines.filter((l) => l.includes("agent stopped")).length === 3, "each agent stopped cleanly");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("bosun dev dies whole", () => {
+  it("a killed dev fleet takes its children with it; a restart stops survivors, and only web nodes deploy apps", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
+    const env = { PATH: process.env["PATH"], HOME: process.env["HOME"] };
+    const startDev = async () => {
+      const lines: string[] = [];
+      let ready!: () => void;
+      const running = new Promise<void>((r) => (ready = r));
+      const dev = spawnBosun({
+        name: "dev",
+        args: ["dev", "--port", "0", "--site-port", "0", "--no-db"],
+        cwd: dir,
+        env,
+        onLine: (line) => {
+          lines.push(line);
+          if (line.startsWith("Local fleet running")) ready();
+        },
+      });
+      await Promise.race([running, dev.exited.then(() => Promise.reject(new Error(`bosun dev exited early:\n${lines.join("\n")}`)))]);
+      return { dev, lines };
+    };
+    const waitFor = async (what: string, check: () => Promise<boolean> | boolean) => {
+      for (let i = 0; i < 300 && !(await check()); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(await check(), what);
+    };
+    try {
+      const first = await startDev();
+      await waitFor("the agents run", () => first.lines.filter((l) => l.includes("agent running")).length === 3);
+      const release = await bosun(["release", "--app", "demo", "--ref", "HEAD", "--wait", "--json"], dir);
+      assert.equal(release.code, 0, release.stdout + release.stderr);
+      const children = (JSON.parse(await readFile(join(dir, ".bosun", "dev", "children.json"), "utf8")) as { pid: number }[]).map((c) => c.pid);
+      assert.equal(children.length, 4, "a coordinator and three agents");
+
+      first.dev.child.kill("SIGKILL");
+      await first.dev.exited;
+      const alive = (pid: number) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      await waitFor("every child exits when its parent is killed", () => children.every((pid) => !alive(pid)));
+
+      // A survivor from some earlier fleet (a child that lost its lifeline) is stopped by the next start.
+      const survivor = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", "bosun-survivor"], { stdio: "ignore", detached: true });
+      await writeFile(join(dir, ".bosun", "dev", "children.json"), JSON.stringify([{ name: "web-1", pid: survivor.pid }]));
+      const second = await startDev();
+      assert.ok(second.lines.some((l) => l.includes(`stopping web-1 (pid ${survivor.pid}), left running by an earlier fleet`)));
+      assert.equal(alive(survivor.pid!), false);
+
+      // Restarted with a release desired: web nodes come back to it, the balancer deploys nothing.
+      await waitFor("lb-1 says it deploys no apps", () => second.lines.some((l) => l.includes("lb-1") && l.includes("not a web node: apps in the config are not deployed here")));
+      await waitFor("web-1 checks its app", () => second.lines.some((l) => l.includes("web-1") && l.includes("after subscribing")));
+      await assert.rejects(stat(join(dir, ".bosun", "dev", "nodes", "publisher")), "no app was deployed from the publisher's settings");
+      second.dev.child.kill("SIGINT");
+      assert.equal((await second.dev.exited).code, 0);
+      assert.deepEqual(await processesIn(dir), [], "no process of the fleet is left");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -169,6 +169,38 @@ describe("web releases", () => {
     }
   });
 
+  it("nothing a node would refuse is recorded as desired, and a later plain release does not inherit it", async () => {
+    await ensureServing();
+    const desired = async () => (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string; repo: string } }).desired;
+    const before = await desired();
+    const other = await SiteRepo.create(join(fleet.dir, `other-${Date.now()}`));
+    await other.commit({ "index.html": "not ours" });
+    const publisher = { ...ci(), BOSUN_APPS: JSON.stringify({ demo: { root: join(fleet.dir, "publisher"), repos: [repo.dir] } }) };
+
+    // A publisher that knows the app's allowlist refuses at once, with or without --wait.
+    for (const wait of [[], ["--wait"]]) {
+      const refused = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir, ...wait], publisher);
+      assert.equal(refused.code, 2);
+      assert.match(refused.stderr, /Invalid --repo: .* is not on app demo's allowlist/);
+    }
+    // One that does not know it cannot record a release before the nodes have checked it.
+    const unchecked = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir], ci());
+    assert.equal(unchecked.code, 2);
+    assert.match(unchecked.stderr, /Cannot check repository .* without --wait the release is recorded before any node checks it/);
+    // With --wait the nodes check it first; their refusal is not recorded.
+    const waited = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir, "--wait", "--timeout", "30"], ci());
+    assert.equal(waited.code, 1);
+    assert.match(waited.stdout, /REPO_NOT_ALLOWED/);
+    assert.deepEqual(await desired(), before, "the desired release is as it was");
+
+    // The next plain release reuses the recorded repository, which the nodes accepted.
+    const next = await commitRelease("after the refusals");
+    const plain = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--wait", "--timeout", "30", "--json"], ci());
+    assert.equal(plain.code, 0, plain.stdout);
+    assert.equal((await desired()).commit, next);
+    for (const node of nodes) assert.equal(await currentOf(node), next);
+  });
+
   it("refuses an unknown ref, an unreachable repo and an app name that escapes the deploy root", async () => {
     const unknown = await release("no-such-branch");
     assert.equal(unknown.code, 2);

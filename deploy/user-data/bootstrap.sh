@@ -127,6 +127,14 @@ if ! getent passwd bosun >/dev/null; then
     --shell /usr/sbin/nologin --comment "Bosun agent" bosun
 fi
 
+# Builds run the repository's code as their own user, which owns nothing and
+# cannot read the agent's keys or state.
+if ${has_web} && ! getent passwd bosun-build >/dev/null; then
+  log "creating user bosun-build"
+  useradd --system --user-group --home-dir /nonexistent --no-create-home \
+    --shell /usr/sbin/nologin --comment "Bosun builds" bosun-build
+fi
+
 # ---- Bosun release ----------------------------------------------------------------
 log "fetching s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY}"
 aws s3 cp --only-show-errors --region "${region}" \

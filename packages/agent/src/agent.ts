@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import {
   BOSUN_VERSION,
+  acquirePidLock,
   createMessage,
   nodeFilterPolicy,
   type Clock,
@@ -69,6 +71,7 @@ export class Agent {
   #consumer: QueueConsumer | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
+  #lock: { release(): Promise<void> } | undefined;
   #stopped: { promise: Promise<"stopped" | "decommissioned">; resolve: (how: "stopped" | "decommissioned") => void };
 
   constructor(deps: AgentDeps, options: AgentOptions) {
@@ -97,6 +100,9 @@ export class Agent {
   async start(): Promise<void> {
     const { settings, node } = this.#options;
     try {
+      // One agent per state directory: two would share one ledger and run commands twice.
+      await mkdir(settings.stateDir, { recursive: true });
+      this.#lock = await acquirePidLock(join(settings.stateDir, "agent.pid"), `state directory ${settings.stateDir}`);
       await this.#ledger.open();
       await this.#ledger.prune(new Date(this.#deps.clock.now().getTime() - 3600_000));
       const topicArn = await ensureTopic(this.#deps.clients, settings.cluster);
@@ -172,6 +178,7 @@ export class Agent {
       await step("announce node-down", () => this.#emit("node-down", this.#bootId, { node: this.#options.node, reason: "decommissioned" }));
       await step("remove queue", async () => this.#queue && removeQueue(this.#deps.clients, this.#queue, { keepDeadLetters: true }));
     }
+    await step("release the state directory", async () => this.#lock?.release());
     this.#state = failed ? "failed" : "stopped";
     this.#log.info({ how, errors: errors.length }, "agent stopped");
     this.#stopped.resolve(how);
@@ -189,6 +196,11 @@ export class Agent {
    * boot-time sync and the subscription reached no queue. Commands after this go through the ledger.
    */
   async #reconcile(signal: AbortSignal): Promise<void> {
+    // Only web nodes serve apps; a balancer or db node with apps in its config deploys nothing.
+    if (!this.#options.node.roles.includes("web")) {
+      if (Object.keys(this.#options.settings.apps).length > 0) this.#log.info("not a web node: apps in the config are not deployed here");
+      return;
+    }
     const store = new StateStore({ clients: this.#deps.clients }, { bucket: this.#options.settings.bucket });
     for (const [app, settings] of Object.entries(this.#options.settings.apps)) {
       const log = this.#log.child({ app });
@@ -210,6 +222,7 @@ export class Agent {
   /** What each configured app's `current` points at, for heartbeats and `bosun releases`. */
   async #releasesServed(): Promise<Record<string, string>> {
     const served: Record<string, string> = {};
+    if (!this.#options.node.roles.includes("web")) return served;
     for (const [app, settings] of Object.entries(this.#options.settings.apps)) {
       const commit = await new ReleaseRoot({ logger: this.#log }, { app, settings }).current();
       if (commit) served[app] = commit;

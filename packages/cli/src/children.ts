@@ -3,6 +3,9 @@ import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
+/** Set in a child's environment when its stdin is its parent's lifeline. */
+export const PARENT_PIPE = "BOSUN_PARENT_PIPE";
+
 /** The CLI's entry point, run by the same Node binary as this process. */
 export const mainScript = fileURLToPath(new URL("./main.ts", import.meta.url));
 
@@ -25,10 +28,12 @@ export function spawnBosun(options: {
   cwd?: string;
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
 }): BosunProcess {
+  // The child's stdin is a pipe from this process: when this process dies, however it dies, the
+  // kernel closes it, and a long-running child (agent, coordinator, dev) stops on that end of file.
   const child = spawn(process.execPath, [mainScript, ...options.args], {
-    env: options.env,
+    env: { ...options.env, [PARENT_PIPE]: "1" },
     cwd: options.cwd,
-    stdio: ["ignore", "pipe", "pipe"],
+    stdio: ["pipe", "pipe", "pipe"],
   });
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(line, stream));

@@ -12,6 +12,7 @@ import { events, renderEvent } from "./commands/events.ts";
 import { startAgent } from "./commands/agent.ts";
 import { startCoordinator } from "./commands/coordinator.ts";
 import { formatChildLine } from "./devlog.ts";
+import { PARENT_PIPE } from "./children.ts";
 import { release, renderRelease } from "./commands/release.ts";
 import { rollback } from "./commands/rollback.ts";
 import { releases, renderReleases } from "./commands/releases.ts";
@@ -53,16 +54,22 @@ async function withContext<T>(fn: (ctx: Context) => Promise<T>, log: { name: str
   }
 }
 
-/** Resolves on the first SIGINT or SIGTERM. Signals are handled here, in the entry point, alone. */
-function untilSignal(): Promise<NodeJS.Signals> {
+/**
+ * Resolves on the first SIGINT or SIGTERM, or when the parent that started this process dies
+ * (its lifeline, stdin, ends). Signals are handled here, in the entry point, alone.
+ */
+function untilSignal(): Promise<NodeJS.Signals | "parent exited"> {
   return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals) => {
+    const on = (signal: NodeJS.Signals | "parent exited") => {
       process.off("SIGINT", on);
       process.off("SIGTERM", on);
+      process.stdin.off("end", onParentGone).off("error", onParentGone);
       resolve(signal);
     };
+    const onParentGone = () => on("parent exited");
     process.on("SIGINT", on);
     process.on("SIGTERM", on);
+    if (process.env[PARENT_PIPE] === "1") process.stdin.on("end", onParentGone).on("error", onParentGone).resume();
   });
 }
 

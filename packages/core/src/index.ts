@@ -8,6 +8,7 @@ export * from "./parse.ts";
 export * from "./events.ts";
 export * from "./message.ts";
 export * from "./logger.ts";
+export * from "./pidlock.ts";
 
 export const BOSUN_VERSION = "0.1.0";
 

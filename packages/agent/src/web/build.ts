@@ -51,7 +51,7 @@ export async function runBuild(build: BuildSettings, options: { cwd: string; sig
       await lchown(home, account.uid, account.gid);
     } catch (error) {
       await rm(home ?? "", { recursive: true, force: true }).catch(() => undefined);
-      return { ok: false, code: "BUILD_USER", error: `cannot hand the release to build user ${build.user}: ${(error as Error).message} (the agent needs root, or CAP_CHOWN, CAP_SETUID and CAP_SETGID)` };
+      return { ok: false, code: "BUILD_USER", error: `cannot hand the release to build user ${build.user}: ${(error as Error).message} (the agent needs root, or the capabilities deploy/systemd/bosun-agent.service grants)` };
     }
   } else options.log.warn("build runs as the agent's own user (build.user is false): the repository's code can read this node's keys");
 
@@ -68,13 +68,13 @@ export async function runBuild(build: BuildSettings, options: { cwd: string; sig
 async function spawnBuild(build: BuildSettings, options: { cwd: string; signal: AbortSignal; log: Logger; account?: Account; home: string }): Promise<BuildResult> {
   const limits = [`--nproc=${build.processes}`, `--data=${build.memoryMB * 1024 * 1024}`, `--fsize=${build.fileMB * 1024 * 1024}`, "--core=0"];
   const command = build.command;
-  const child = spawn("prlimit", [...limits, "--", ...command], {
-    cwd: options.cwd,
-    env: buildEnv(options.home),
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-    ...(options.account ? { uid: options.account.uid, gid: options.account.gid } : {}),
-  });
+  const limited = ["prlimit", ...limits, "--", ...command];
+  // setpriv(1) switches to the build user and empties the inheritable and ambient capability
+  // sets, so the capabilities the agent holds to hand trees over (deploy/systemd) never reach the build.
+  const argv = options.account
+    ? ["setpriv", `--reuid=${options.account.uid}`, `--regid=${options.account.gid}`, "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all", "--", ...limited]
+    : limited;
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: buildEnv(options.home), stdio: ["ignore", "pipe", "pipe"], detached: true });
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream] }).on("line", (line) => options.log.info({ stream, line: line.slice(0, 2000) }, "build output"));
   }
@@ -123,12 +123,16 @@ async function spawnBuild(build: BuildSettings, options: { cwd: string; signal: 
  * set-id bits and write access for group and others.
  */
 async function chownTree(root: string, uid: number, gid: number): Promise<void> {
+  const me = process.getuid?.() ?? 0;
   const entries = [root];
   for await (const entry of walkTree(root)) entries.push(entry.path);
   for (const path of entries) {
     const info = await lstat(path);
+    // Modes are changed while the agent owns the entry, so it needs no CAP_FOWNER.
+    const fix = !info.isSymbolicLink() && (info.mode & 0o6022) !== 0 ? () => chmod(path, info.mode & 0o7777 & ~0o6022) : async () => undefined;
+    if (info.uid === me) await fix();
     await lchown(path, uid, gid);
-    if (!info.isSymbolicLink() && (info.mode & 0o6022) !== 0) await chmod(path, info.mode & 0o7777 & ~0o6022);
+    if (info.uid !== me) await fix();
   }
 }
 

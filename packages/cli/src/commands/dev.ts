@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { ConfigError } from "@bosun/core";
+import { acquirePidLock, isBosunProcess } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
 import { startEmulator, type Emulator } from "../emulator.ts";
@@ -43,7 +43,8 @@ const devKeys = [
 export async function dev(options: DevOptions): Promise<DevFleet> {
   const dir = resolve(options.dir);
   await mkdir(dir, { recursive: true });
-  await claim(join(dir, "dev.pid"));
+  const lock = await acquirePidLock(join(dir, "dev.pid"), `The dev fleet in ${dir}`);
+  await stopSurvivors(join(dir, "children.json"), options.onLine);
   const started: BosunProcess[] = [];
   const sites: { close(): Promise<void> }[] = [];
   let emulator: Emulator | undefined;
@@ -54,7 +55,8 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
     }
     await Promise.allSettled(sites.map((s) => s.close()));
     await emulator?.stop().catch(() => undefined);
-    await rm(join(dir, "dev.pid"), { force: true });
+    await rm(join(dir, "children.json"), { force: true });
+    await lock.release();
   };
   try {
     emulator = await startEmulator({ dir: join(dir, "emulator"), port: options.port });
@@ -101,12 +103,14 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
       ...(withDb ? [{ id: "db-1", roles: ["db"] }] : []),
     ];
     const env = (extra: Record<string, string>) => ({ ...process.env, BOSUN_CONFIG: configFile, ...extra });
-    const launch = (name: string, args: string[], extra: Record<string, string>) => {
+    const launch = async (name: string, args: string[], extra: Record<string, string>) => {
       const child = spawnBosun({ name, args, env: env(extra), onLine: (line) => options.onLine(name, line) });
       started.push(child);
+      // Children stop when this process dies; should one outlive it anyway, the next start finds it here.
+      await writeFile(join(dir, "children.json"), `${JSON.stringify(started.map((p) => ({ name: p.name, pid: p.child.pid })))}\n`);
       return child;
     };
-    launch("coordinator", ["coordinator"], { BOSUN_KEY_ID: "coordinator", BOSUN_SIGNING_KEY: join(keysDir, "coordinator.key") });
+    await launch("coordinator", ["coordinator"], { BOSUN_KEY_ID: "coordinator", BOSUN_SIGNING_KEY: join(keysDir, "coordinator.key") });
     for (const [i, node] of nodes.entries()) {
       const extra: Record<string, string> = {};
       if (node.roles.includes("web")) {
@@ -117,7 +121,7 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         node.site = site.url;
         extra["BOSUN_APPS"] = JSON.stringify({ demo: { root, repos: [demoRepo], health: { url: `${site.url}/.bosun-release`, marker: true } } });
       }
-      launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
+      await launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
         BOSUN_STATE_DIR: join(dir, "nodes", node.id),
         BOSUN_KEY_ID: "fleet",
         BOSUN_SIGNING_KEY: join(keysDir, "fleet.key"),
@@ -131,25 +135,31 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
   }
 }
 
-/** One dev fleet per directory: a second one would share its queues and state. */
-async function claim(pidFile: string): Promise<void> {
-  const existing = await readFile(pidFile, "utf8").catch(() => undefined);
-  if (existing) {
-    const pid = Number(existing.trim());
-    if (Number.isInteger(pid) && alive(pid)) {
-      throw new ConfigError(`A dev fleet is already running from this directory (pid ${pid}); stop it with Ctrl-C or use --dir`);
-    }
-  }
-  await writeFile(pidFile, `${process.pid}\n`);
-}
-
-function alive(pid: number): boolean {
+/**
+ * Stops processes an earlier dev fleet in this directory left running (its parent was killed
+ * before it could stop them): a second set would share their queues and ledgers.
+ */
+async function stopSurvivors(file: string, onLine: DevOptions["onLine"]): Promise<void> {
+  const text = await readFile(file, "utf8").catch(() => undefined);
+  if (!text) return;
+  let listed: { name: string; pid: number }[] = [];
   try {
-    process.kill(pid, 0);
-    return true;
+    listed = JSON.parse(text) as typeof listed;
   } catch {
-    return false;
+    // A torn file from a killed fleet: nothing to go on.
   }
+  const alive = [];
+  for (const p of listed) if (await isBosunProcess(p.pid)) alive.push(p);
+  for (const p of alive) {
+    onLine("dev", `stopping ${p.name} (pid ${p.pid}), left running by an earlier fleet in this directory`);
+    process.kill(p.pid, "SIGTERM");
+  }
+  const deadline = Date.now() + 30_000;
+  for (const p of alive) {
+    while ((await isBosunProcess(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (await isBosunProcess(p.pid)) process.kill(p.pid, "SIGKILL");
+  }
+  await rm(file, { force: true });
 }
 
 function onPath(command: string): boolean {

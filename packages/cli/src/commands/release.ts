@@ -45,13 +45,27 @@ export interface ReleaseResult {
 
 const web: Target = { roles: ["web"] };
 
-/** The repository of an app: --repo, else the one its last release came from, else the first in the app's settings. */
-async function repoFor(ctx: Context, app: string, repo: string | undefined, store: StateStore): Promise<string> {
-  if (repo) return repo;
-  const desired = await store.get<DesiredRelease>(stateKeys.release(app));
-  const fallback = desired?.repo ?? ctx.settings.apps[app]?.repos[0];
-  if (!fallback) throw new ConfigError(`No repository for app ${app}: pass --repo URL (received none, and no earlier release or app setting names one)`);
-  return fallback;
+/**
+ * The repository of an app: --repo, else the one its last release came from (a desired record
+ * names only a repository that was checked: see below), else the first in the app's settings.
+ * Everything the publisher can check is checked here, before anything is recorded.
+ */
+async function repoFor(ctx: Context, options: ReleaseOptions, store: StateStore): Promise<string> {
+  const { app } = options;
+  const known = ctx.settings.apps[app];
+  const repo = options.repo ?? (await store.get<DesiredRelease>(stateKeys.release(app)))?.repo ?? known?.repos[0];
+  if (!repo) throw new ConfigError(`No repository for app ${app}: pass --repo URL (received none, and no earlier release or app setting names one)`);
+  if (known && !known.repos.includes(repo)) {
+    throw new ConfigError(`Invalid --repo: ${repo} is not on app ${app}'s allowlist (apps.${app}.repos: ${known.repos.join(", ")}); web nodes would refuse it`);
+  }
+  if (!known && !options.wait) {
+    // Without --wait the release is recorded as desired before any node has looked at it; a
+    // repository no node accepts would then hold back every later release and every boot.
+    throw new ConfigError(
+      `Cannot check repository ${repo} for app ${app}: this config has no apps.${app}, and without --wait the release is recorded before any node checks it; add the app to the config or pass --wait`,
+    );
+  }
+  return repo;
 }
 
 /**
@@ -64,7 +78,7 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
   if (!appNamePattern.test(options.app)) throw new ConfigError(`Invalid --app: expected lower-case letters, digits or '-', received ${JSON.stringify(options.app)}`);
   batches(["check"], options.batch); // a bad --batch stops here, before anything is written
   const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
-  const repo = await repoFor(ctx, options.app, options.repo, store);
+  const repo = await repoFor(ctx, options, store);
   let commit: string;
   try {
     commit = await resolveRef(repo, options.ref, AbortSignal.timeout(60_000));
@@ -84,13 +98,13 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
     issuer: signer.keyId,
     ...(previous && previous.commit !== commit ? { previous: previous.commit } : previous?.previous ? { previous: previous.previous } : {}),
   };
-  await store.put(stateKeys.release(options.app), desired);
   const bus = new Bus({ clients: ctx.clients }, { topicArn: await ctx.topicArn() });
   const base = { app: options.app, ref: options.ref, repo, commit, sequence };
   const command = (type: string, payload: unknown, target: Target) =>
     createMessage(signer, { kind: "command", type, payload, target, ttlSeconds: Math.max(ctx.settings.commandTtlSeconds, options.timeoutSeconds * 2) });
 
   if (!options.wait) {
+    await store.put(stateKeys.release(options.app), desired);
     const envelope = command("release", { app: options.app, repo, commit, sequence, activate: true }, web);
     await bus.publish(envelope);
     return { ...base, commandId: envelope.id, ok: true };
@@ -113,9 +127,11 @@ export async function release(ctx: Context, options: ReleaseOptions): Promise<Re
   failed.push(...failuresOf(prepare, "prepare"));
   const prepared = prepare.nodes.filter((n) => n.state === "done").map((n) => n.node);
   if (failed.length > options.maxFailures) {
-    await restoreDesired(Math.max(Date.now(), sequence + 1));
+    // Nothing was recorded: the nodes' refusal (a repository off their allowlist, a failed build) never becomes desired.
     return { ...base, prepared, active: [], failed, rolledBack: [], stopped: `${failed.length} node(s) failed to prepare; budget is ${options.maxFailures}; no node was switched`, ok: false };
   }
+  // Recorded once the nodes have accepted it, before any switches: a node booting from now on syncs to it.
+  await store.put(stateKeys.release(options.app), desired);
 
   const active: string[] = [];
   const skipped: string[] = [];
