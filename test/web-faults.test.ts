@@ -13,7 +13,8 @@ const run = promisify(execFile);
 
 /** A web node's app settings, with the deploy root and health URL given. */
 const appsEnv = (root: string, repo: string, health?: string) => ({
-  BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo], ...(health ? { health: { url: health, attempts: 1, timeoutSeconds: 60 } } : {}) } }),
+  // No free-space floor: the full-disk test fills a 2 MiB filesystem on purpose, to see checkout fail.
+  BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo], limits: { minFreeMB: 0 }, ...(health ? { health: { url: health, attempts: 1, timeoutSeconds: 60 } } : {}) } }),
 });
 
 describe("web faults", () => {
@@ -31,7 +32,7 @@ describe("web faults", () => {
   it("a full disk during checkout leaves the site on its release and nothing half-written; the next release works", async (t) => {
     const root = join(fleet.dir, "small-disk");
     await mkdir(root, { recursive: true });
-    // A 2 MiB filesystem of its own: fetching a compressible 8 MiB file fits, checking it out does not.
+    // A 2 MiB filesystem of its own: fetching a compressible 8 MiB file fits, checking it out would not.
     try {
       await run("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]);
     } catch (error) {
@@ -46,18 +47,28 @@ describe("web faults", () => {
       await fleet.publish(ok);
       assert.equal(((await fleet.waitForNodeEvent(ok.id, node, "done")).payload as { result: { status: string } }).result.status, "active");
 
-      // Compressible (small in the mirror) and not zeros (git writes runs of zeros as holes).
+      // Compressible (small in the mirror) and not zeros (git writes runs of zeros as holes):
+      // sized from the mirror before checkout, it is refused with the space it needs.
       const big = await repo.commit({ "big.bin": "bosun ".repeat(1_400_000) });
-      const full = release(node, big);
+      const tooBig = release(node, big);
+      await fleet.publish(tooBig);
+      const refused = (await fleet.waitForNodeEvent(tooBig.id, node, "failed", 30_000)).payload as { code: string; error: string };
+      assert.equal(refused.code, "NO_SPACE");
+      assert.match(refused.error, /needs 8\.0 MiB; \d+\.\d MiB is free on .*small-disk\/demo, and 0\.0 MiB must stay free \(limits\.minFreeMB\)/);
+
+      // Many one-byte files are small by their size and large on disk (a page each): the
+      // check passes and the disk fills during checkout.
+      const files = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`many/f${i}.txt`, `${i % 10}`]));
+      const many = await repo.commit({ "big.bin": null, ...files });
+      const full = release(node, many);
       await fleet.publish(full);
-      const failed = await fleet.waitForNodeEvent(full.id, node, "failed", 30_000);
-      const reason = failed.payload as { code: string; error: string };
-      assert.equal(reason.code, "CHECKOUT_FAILED");
-      assert.match(reason.error, /unable to write file big\.bin \(\d+ KiB free on /);
+      const failed = (await fleet.waitForNodeEvent(full.id, node, "failed", 30_000)).payload as { code: string; error: string };
+      assert.equal(failed.code, "CHECKOUT_FAILED");
+      assert.match(failed.error, /unable to (write|create) file many\/f\d+\.txt.* \(\d+ KiB free on /);
       assert.equal((await readlink(join(root, "demo", "current"))).split("/").pop(), first);
       assert.deepEqual((await readdir(join(root, "demo", "releases"))).filter((e) => e.startsWith(".")), [], "no temporary tree or index left");
 
-      const next = await repo.commit({ "big.bin": null, "index.html": "next\n" });
+      const next = await repo.commit({ ...Object.fromEntries(Object.keys(files).map((f) => [f, null])), "index.html": "next\n" });
       const after = release(node, next);
       await fleet.publish(after);
       assert.equal(((await fleet.waitForNodeEvent(after.id, node, "done", 30_000)).payload as { result: { status: string } }).result.status, "active");

@@ -126,7 +126,7 @@ export class ReleaseRoot {
         }
         const free = await freeBytes(this.root);
         if (free - size < limits.minFreeMB * 1048576) {
-          throw new PrepareError("NO_SPACE", `release ${commit} needs ${mib(size)} and would leave ${mib(Math.max(0, free - size))} free on ${this.root}, less than ${mib(limits.minFreeMB * 1048576)} (limits.minFreeMB)`);
+          throw new PrepareError("NO_SPACE", `release ${commit} needs ${mib(size)}; ${mib(free)} is free on ${this.root}, and ${mib(limits.minFreeMB * 1048576)} must stay free (limits.minFreeMB)`);
         }
         try {
           await checkoutVerified(mirror, commit, tmp, signal);

@@ -150,14 +150,22 @@ async function stopSurvivors(file: string, onLine: DevOptions["onLine"]): Promis
   }
   const alive = [];
   for (const p of listed) if (await isBosunProcess(p.pid)) alive.push(p);
+  // A process may end between the look and the signal: that is the wanted outcome, not an error.
+  const signal = (pid: number, name: NodeJS.Signals) => {
+    try {
+      process.kill(pid, name);
+    } catch {
+      // Gone already.
+    }
+  };
   for (const p of alive) {
     onLine("dev", `stopping ${p.name} (pid ${p.pid}), left running by an earlier fleet in this directory`);
-    process.kill(p.pid, "SIGTERM");
+    signal(p.pid, "SIGTERM");
   }
   const deadline = Date.now() + 30_000;
   for (const p of alive) {
     while ((await isBosunProcess(p.pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    if (await isBosunProcess(p.pid)) process.kill(p.pid, "SIGKILL");
+    if (await isBosunProcess(p.pid)) signal(p.pid, "SIGKILL");
   }
   await rm(file, { force: true });
 }
