@@ -94,8 +94,8 @@ export async function releaseWithCli(fleet: TestFleet, cleanup: Cleanup, repo: s
  * else writes to their deploy roots while a measurement runs; a node that says it could not, fails.
  */
 export async function awaitReconciled(agents: readonly TestProcess[], timeoutMs: number): Promise<void> {
-  const done = "brought app to its desired release after subscribing";
-  const failed = "could not bring app to its desired release; the next release will";
+  const done = "app checked against its desired release after subscribing";
+  const failed = "could not bring app to its desired release after subscribing";
   await Promise.all(
     agents.map(async (agent) => {
       const record = await agent.waitForLog((r) => r.msg === done || r.msg === failed, "its app at the desired release", timeoutMs);

@@ -1,5 +1,5 @@
 import type { TestFleet } from "../test/helpers/fleet.ts";
-import { swapTime } from "../packages/cli/src/commands/release.ts";
+import { swapTime } from "@bosun/coordinator";
 import { app, doneOn } from "./agents.ts";
 import { inTurn, verdictOf, type Verdict } from "./harness.ts";
 import type { RawBaseline } from "./raw-baseline.ts";

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { routingAttributes, type Envelope } from "@bosun/core";
+import { routingAttributes } from "@bosun/aws";
+import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 
 async function probeLog(fleet: TestFleet, nodeId: string): Promise<string[]> {

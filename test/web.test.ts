@@ -97,7 +97,7 @@ describe("web releases", () => {
     for (const node of nodes) assert.equal(await serving(node), pages.get(a));
 
     // The coordinator learns what each node serves from heartbeats.
-    await fleet.waitForEvent((e) => e.type === "heartbeat" && (e.payload as { releases?: Record<string, string> }).releases?.["demo"] === a, "a heartbeat showing A");
+    await fleet.waitForEvent((e) => e.type === "heartbeat" && (e.payload as { report: { web?: { releases: Record<string, string> } } }).report.web?.releases["demo"] === a, "a heartbeat showing A");
     const listed = await fleet.bosun(["releases", "--app", "demo", "--json"]);
     const shown = JSON.parse(listed.stdout) as { desired: { commit: string; rollback: boolean }; nodes: { node: string; serving: string }[] };
     assert.equal(shown.desired.commit, a);
@@ -318,19 +318,21 @@ describe("web releases", () => {
     const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
     const root = join(fleet.dir, "www", "web-new", "demo");
     const env = { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) };
-    const first = await fleet.bosun(["agent", "--sync-once", "--json"], env);
+    const first = await fleet.bosun(["agent", "--sync-once", "--node-id", "web-new", "--role", "web", "--json"], env);
     assert.equal(first.code, 0, first.stderr);
-    assert.deepEqual((JSON.parse(first.stdout) as { apps: { action: string; commit: string }[] }).apps.map((a) => `${a.action}:${a.commit}`), [`activated:${desired}`]);
+    type Synced = { roles: { role: string; items: { name: string; action: string; detail?: string }[] }[] };
+    const items = (out: string) => (JSON.parse(out) as Synced).roles.flatMap((r) => r.items.map((i) => `${r.role}:${i.name}:${i.action}:${i.detail ?? ""}`));
+    assert.deepEqual(items(first.stdout), [`web:demo:activated:${desired}`]);
     assert.equal((await readlink(join(root, "current"))).split("/").pop(), desired);
-    const again = await fleet.bosun(["agent", "--sync-once", "--json"], env);
-    assert.deepEqual((JSON.parse(again.stdout) as { apps: { action: string }[] }).apps.map((a) => a.action), ["already-current"]);
+    const again = await fleet.bosun(["agent", "--sync-once", "--node-id", "web-new", "--role", "web", "--json"], env);
+    assert.deepEqual(items(again.stdout), [`web:demo:already-current:${desired}`]);
   });
 
   it("an agent that starts after a release was published brings its node to it once subscribed", async () => {
     const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
     const root = join(fleet.dir, "www", "web-late", "demo");
     const late = await fleet.startAgent("web-late", ["web"], { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) });
-    await late.waitForLog((r) => r.msg === "brought app to its desired release after subscribing", "the late node to catch up", 30_000);
+    await late.waitForLog((r) => r.msg === "app checked against its desired release after subscribing" && r["action"] === "activated", "the late node to catch up", 30_000);
     assert.equal((await readlink(join(root, "current"))).split("/").pop(), desired);
     await late.stop();
   });

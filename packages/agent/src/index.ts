@@ -1,8 +1,11 @@
 export * from "./agent.ts";
 export * from "./ledger.ts";
 export * from "./pipeline.ts";
-export * from "./commands/index.ts";
-export * from "./web/release-root.ts";
-export { lookUpUser } from "./web/build.ts";
-export { resolveRef, commitPattern } from "./web/git.ts";
-export * from "./web/sync.ts";
+export * from "./command.ts";
+export * from "./role.ts";
+export { spineCommands } from "./commands/index.ts";
+export { roleFactories, rolesFor } from "./roles/index.ts";
+export { bootRoles } from "./boot.ts";
+export { ReleaseRoot, type SwapOutcome, type RootState } from "./roles/web/release-root.ts";
+export { PrepareError } from "./roles/web/tree.ts";
+export { lookUpUser } from "./roles/web/build.ts";

@@ -15,7 +15,8 @@ import {
 } from "@bosun/core";
 import type { Disposition, ReceivedMessage } from "@bosun/aws";
 import type { Ledger, LedgerEntry } from "./ledger.ts";
-import type { CommandDefinition, CommandOutcome } from "./commands/types.ts";
+import type { CommandDefinition, CommandOutcome } from "./command.ts";
+import type { RoleServices } from "./role.ts";
 
 /** Where the pipeline reports acks, progress, results and refusals: the bus, or a spy in tests. */
 export interface EventSink {
@@ -28,6 +29,8 @@ export interface PipelineDeps {
   clock: Clock;
   trust: TrustStore;
   logger: Logger;
+  /** Handed to every handler. */
+  services: RoleServices;
 }
 
 export interface PipelineOptions {
@@ -185,6 +188,7 @@ export class MessagePipeline {
         stateDir: settings.stateDir,
         settings,
         resumed,
+        services: this.#deps.services,
         progress: (text, fraction) =>
           this.#deps.events
             .emit("progress", envelope.id, { node, commandType: envelope.type, message: text, ...(fraction === undefined ? {} : { fraction }) })

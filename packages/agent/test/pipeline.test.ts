@@ -2,15 +2,13 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { defineCommand, type CommandDefinition } from "@bosun/agent";
+import { defineContract } from "@bosun/core";
 import { PipelineHarness } from "./helpers/pipeline.ts";
 
 /** A command whose effect is counted, and which yields to the event loop as real handlers do. */
 function countingCommand() {
   const effects = new Map<string, number>();
-  const definition = defineCommand({
-    type: "count",
-    summary: "count an effect",
-    payload: z.object({}).strict(),
+  const definition = defineCommand(defineContract({ type: "count", summary: "count an effect", payload: z.object({}).strict() }), {
     onInterrupted: "resume",
     async handle(ctx) {
       await new Promise((r) => setTimeout(r, 2));
@@ -48,10 +46,7 @@ describe("the message pipeline", () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let runs = 0;
-    const slow = defineCommand({
-      type: "slow",
-      summary: "waits for the test",
-      payload: z.object({}).strict(),
+    const slow = defineCommand(defineContract({ type: "slow", summary: "waits for the test", payload: z.object({}).strict() }), {
       onInterrupted: "resume",
       async handle() {
         runs += 1;

@@ -1,5 +1,6 @@
 import { PublishCommand, type MessageAttributeValue } from "@aws-sdk/client-sns";
-import { routingAttributes, type Envelope } from "@bosun/core";
+import { ConfigError, type Envelope } from "@bosun/core";
+import { routingAttributes, unroutable } from "./routing.ts";
 import type { AwsClients } from "./clients.ts";
 
 /** Publishes signed envelopes on the cluster's topic, with the attributes the filter policies route on. */
@@ -13,6 +14,8 @@ export class Bus {
   }
 
   async publish(envelope: Envelope, signal?: AbortSignal): Promise<void> {
+    const why = unroutable(envelope.target);
+    if (why) throw new ConfigError(`Cannot publish ${envelope.type}: ${why}`);
     await this.publishRaw(JSON.stringify(envelope), routingAttributes(envelope), signal);
   }
 

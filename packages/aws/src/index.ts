@@ -1,6 +1,7 @@
 export * from "./clients.ts";
 export * from "./names.ts";
 export * from "./topology.ts";
+export * from "./routing.ts";
 export * from "./bus.ts";
 export * from "./consumer.ts";
 export * from "./state.ts";

@@ -1,4 +1,6 @@
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, DeleteObjectCommand } from "@aws-sdk/client-s3";
+import type { z } from "zod";
+import { AwsError } from "@bosun/core";
 import type { AwsClients } from "./clients.ts";
 
 /** Small JSON records in the cluster's bucket: node records, current releases, job records. */
@@ -25,6 +27,18 @@ export class StateStore {
       if ((error as { name?: string }).name === "NoSuchKey") return undefined;
       throw error;
     }
+  }
+
+  /** A record checked against its schema; a record that fails it is an error naming the key, not data. */
+  async getParsed<S extends z.ZodType>(key: string, schema: S): Promise<z.infer<S> | undefined> {
+    const raw = await this.get(key);
+    if (raw === undefined) return undefined;
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new AwsError(`State record s3://${this.bucket}/${key} is malformed at ${issue.path.join(".") || "the top"}: ${issue.message}`);
+    }
+    return parsed.data;
   }
 
   async delete(key: string): Promise<void> {

@@ -2,6 +2,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /** Set in a child's environment when its stdin is its parent's lifeline. */
 export const PARENT_PIPE = "BOSUN_PARENT_PIPE";
@@ -31,7 +33,8 @@ export function spawnBosun(options: {
   // The child's stdin is a pipe from this process: when this process dies, however it dies, the
   // kernel closes it, and a long-running child (agent, coordinator, dev) stops on that end of file.
   const child = spawn(process.execPath, [mainScript, ...options.args], {
-    env: { ...options.env, [PARENT_PIPE]: "1" },
+    // Children share one compile cache, so each starts without stripping its TypeScript again.
+    env: { NODE_COMPILE_CACHE: join(tmpdir(), "bosun-node-compile-cache"), ...options.env, [PARENT_PIPE]: "1" },
     cwd: options.cwd,
     stdio: ["pipe", "pipe", "pipe"],
   });

@@ -1,5 +1,5 @@
 import logUpdate from "log-update";
-import type { NodeProgress } from "./follow.ts";
+import type { NodeProgress } from "@bosun/coordinator";
 import { table } from "./render.ts";
 
 /**

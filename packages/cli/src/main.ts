@@ -1,22 +1,11 @@
 #!/usr/bin/env node
+// The entry point loads only commander and the version: each command's module (with zod, the
+// AWS SDK, the agent...) is imported when that command runs, so `bosun --help` answers at once.
 import { Command, InvalidArgumentError } from "commander";
-import { BOSUN_VERSION, BosunError, CommandFailedError, ConfigError, errorMessage } from "@bosun/core";
-import { createContext, type Context, type GlobalOptions } from "./context.ts";
-import { output } from "./render.ts";
-import { progressView } from "./live.ts";
-import { init, renderInit } from "./commands/init.ts";
-import { nodes, renderNodes } from "./commands/nodes.ts";
-import { keysGenerate, renderKeys } from "./commands/keys.ts";
-import { send, renderSend } from "./commands/send.ts";
-import { events, renderEvent } from "./commands/events.ts";
-import { startAgent } from "./commands/agent.ts";
-import { startCoordinator } from "./commands/coordinator.ts";
-import { formatChildLine } from "./devlog.ts";
+import { BOSUN_VERSION } from "@bosun/core/version";
+import type { Context, GlobalOptions } from "./context.ts";
+import type { NodeProgress } from "@bosun/coordinator";
 import { PARENT_PIPE } from "./children.ts";
-import { release, renderRelease } from "./commands/release.ts";
-import { rollback } from "./commands/rollback.ts";
-import { releases, renderReleases } from "./commands/releases.ts";
-import { syncOnce, renderSync } from "./commands/sync.ts";
 
 /** Exit codes: 0 done, 1 a target node failed or did not answer, 2 bad usage or settings, 3 anything else. */
 const EXIT = { ok: 0, failed: 1, usage: 2, error: 3 } as const;
@@ -46,12 +35,24 @@ const collect = (value: string, previous: string[] = []) => [...previous, ...val
 
 /** Runs a command with a context that is closed afterwards, whatever happens. */
 async function withContext<T>(fn: (ctx: Context) => Promise<T>, log: { name: string; stream?: "stdout" | "stderr" } = { name: "cli", stream: "stderr" }): Promise<T> {
+  const { createContext } = await import("./context.ts");
   const ctx = createContext(globals(), {}, log);
   try {
     return await fn(ctx);
   } finally {
     ctx.close();
   }
+}
+
+/** Prints a command's data: JSON with --json, else through its renderer. */
+async function print<T>(json: boolean | undefined, data: T, render: (data: T) => string): Promise<void> {
+  const { output } = await import("./render.ts");
+  output(Boolean(json)).print(data, render);
+}
+
+async function progress(json: boolean, title: string): Promise<{ update(nodes: NodeProgress[]): void; done(): void }> {
+  const { progressView } = await import("./live.ts");
+  return progressView({ json, title });
 }
 
 /**
@@ -78,8 +79,8 @@ program
   .description("Create the cluster's SNS topic, S3 bucket and coordinator queue (idempotent)")
   .option("--json", "print the result as JSON")
   .action(async (opts: { json?: boolean }) => {
-    const result = await withContext(init);
-    output(Boolean(opts.json)).print(result, renderInit);
+    const { init, renderInit } = await import("./commands/init.ts");
+    await print(opts.json, await withContext(init), renderInit);
   });
 
 program
@@ -91,8 +92,8 @@ program
   .option("--web <n>", "how many web agents", positiveInt("--web"), 2)
   .option("--no-db", "do not start a db agent even if mariadbd is installed")
   .action(async (opts: { dir: string; port: number; sitePort: number; web: number; db: boolean }) => {
-    // Loaded on demand: it brings the emulator, which no other command needs.
     const { dev } = await import("./commands/dev.ts");
+    const { formatChildLine } = await import("./devlog.ts");
     const fleet = await dev({
       dir: opts.dir,
       port: opts.port,
@@ -123,17 +124,26 @@ program
   .description("Run this node's agent: identity from --node-id/--role locally, from EC2 metadata and tags on AWS")
   .option("--node-id <id>", "this node's id (default: the EC2 instance id)")
   .option("--role <role>", "a role of this node: web, db or balancer (repeat or comma separate)", collect)
-  .option("--sync-once", "bring this node's apps to their desired releases, then exit (for systemd, before the HTTP server starts)")
+  .option("--sync-once", "run this node's boot step (web: bring its apps to their desired releases), then exit; systemd runs it before the node's server starts")
   .option("--json", "with --sync-once, print the result as JSON")
   .addHelpText("after", "\nStops cleanly on SIGTERM: no new commands, in-flight jobs finish or checkpoint within shutdownDeadlineSeconds, exit 0.")
   .action(async (opts: { nodeId?: string; role?: string[]; syncOnce?: boolean; json?: boolean }) => {
+    const { startAgent, resolveIdentity } = await import("./commands/agent.ts");
     if (opts.syncOnce) {
+      const { syncOnce, renderSync } = await import("./commands/sync.ts");
       const abort = new AbortController();
       void untilSignal().then(() => abort.abort());
-      const result = await withContext((ctx) => syncOnce(ctx, abort.signal), { name: "sync", stream: "stderr" });
-      output(Boolean(opts.json)).print(result, renderSync);
+      const result = await withContext(
+        async (ctx) => {
+          const identity = await resolveIdentity(ctx, { nodeId: opts.nodeId, roles: opts.role });
+          return syncOnce(ctx, { nodeId: identity.nodeId, roles: identity.roles }, abort.signal);
+        },
+        { name: "sync", stream: "stderr" },
+      );
+      await print(opts.json, result, renderSync);
       return;
     }
+    const { createContext } = await import("./context.ts");
     const ctx = createContext(globals(), {}, { name: "agent" });
     try {
       const { agent } = await startAgent(ctx, { nodeId: opts.nodeId, roles: opts.role });
@@ -150,6 +160,8 @@ program
   .command("coordinator")
   .description("Run the coordinator: fleet state from events, lost-node detection, scheduled commands")
   .action(async () => {
+    const { createContext } = await import("./context.ts");
+    const { startCoordinator } = await import("./commands/coordinator.ts");
     const ctx = createContext(globals(), {}, { name: "coordinator" });
     try {
       const coordinator = await startCoordinator(ctx);
@@ -168,8 +180,8 @@ program
   .option("--all", "include decommissioned nodes")
   .option("--json", "print the result as JSON")
   .action(async (opts: { role?: string; all?: boolean; json?: boolean }) => {
-    const result = await withContext((ctx) => nodes(ctx, opts));
-    output(Boolean(opts.json)).print(result, renderNodes);
+    const { nodes, renderNodes } = await import("./commands/nodes.ts");
+    await print(opts.json, await withContext((ctx) => nodes(ctx, opts)), renderNodes);
   });
 
 const keys = program.command("keys").description("Manage the Ed25519 keys that sign commands and events");
@@ -183,8 +195,8 @@ keys
   .option("--force", "replace an existing key of that name")
   .option("--json", "print the result as JSON")
   .action(async (opts: { id: string; allow: string[]; dir: string; trust: string; force?: boolean; json?: boolean }) => {
-    const result = await keysGenerate({ id: opts.id, allow: opts.allow, dir: opts.dir, trustFile: opts.trust, force: Boolean(opts.force) });
-    output(Boolean(opts.json)).print(result, renderKeys);
+    const { keysGenerate, renderKeys } = await import("./commands/keys.ts");
+    await print(opts.json, await keysGenerate({ id: opts.id, allow: opts.allow, dir: opts.dir, trustFile: opts.trust, force: Boolean(opts.force) }), renderKeys);
   });
 
 program
@@ -197,13 +209,13 @@ program
   .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 60)
   .option("--json", "print the result as JSON")
   .action(async (type: string, opts: { target: string; payload: string; wait?: boolean; timeout: number; json?: boolean }) => {
-    const json = Boolean(opts.json);
-    const view = progressView({ json, title: `${type} → ${opts.target}` });
+    const { send, renderSend } = await import("./commands/send.ts");
+    const view = await progress(Boolean(opts.json), `${type} → ${opts.target}`);
     const result = await withContext((ctx) =>
       send(ctx, { type, target: opts.target, payload: opts.payload, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
     );
     view.done();
-    output(json).print(result, (r) => renderSend(r, { withTable: !liveView() }));
+    await print(opts.json, result, (r) => renderSend(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
   });
 
@@ -220,9 +232,11 @@ program
   .option("--swap-delay <ms>", "with --wait, how far ahead of sending `activate` every node swaps (default 200 ms + 10 ms a node)", positiveInt("--swap-delay"))
   .option("--json", "print the result as JSON")
   .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; swapDelay?: number; json?: boolean }) => {
+    const { release, renderRelease } = await import("./commands/release.ts");
     const json = Boolean(opts.json);
-    let view: ReturnType<typeof progressView> | undefined;
+    let view: { update(nodes: NodeProgress[]): void; done(): void } | undefined;
     let phase = "";
+    const { progressView } = await import("./live.ts");
     const result = await withContext((ctx) =>
       release(ctx, {
         app: opts.app,
@@ -244,7 +258,7 @@ program
       }),
     );
     view?.done();
-    output(json).print(result, renderRelease);
+    await print(json, result, renderRelease);
     if (!result.ok) process.exitCode = EXIT.failed;
   });
 
@@ -257,13 +271,11 @@ program
   .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 120)
   .option("--json", "print the result as JSON")
   .action(async (opts: { app: string; to?: string; wait?: boolean; timeout: number; json?: boolean }) => {
-    const json = Boolean(opts.json);
-    const view = progressView({ json, title: `${opts.app}: rollback` });
+    const { rollback, renderRollback } = await import("./commands/rollback.ts");
+    const view = await progress(Boolean(opts.json), `${opts.app}: rollback`);
     const result = await withContext((ctx) => rollback(ctx, { app: opts.app, to: opts.to, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }));
     view.done();
-    output(json).print(result, (r) =>
-      renderSend({ commandId: r.commandId, type: "rollback", target: `role:web → ${r.to.slice(0, 12)}`, ...(r.result ? { result: r.result } : {}) }, { withTable: !liveView() }),
-    );
+    await print(opts.json, result, (r) => renderRollback(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
   });
 
@@ -273,8 +285,8 @@ program
   .requiredOption("--app <app>", "the app")
   .option("--json", "print the result as JSON")
   .action(async (opts: { app: string; json?: boolean }) => {
-    const result = await withContext((ctx) => releases(ctx, opts));
-    output(Boolean(opts.json)).print(result, renderReleases);
+    const { releases, renderReleases } = await import("./commands/releases.ts");
+    await print(opts.json, await withContext((ctx) => releases(ctx, opts)), renderReleases);
   });
 
 program
@@ -284,6 +296,7 @@ program
   .option("--type <type>", "only events of this type (repeat or comma separate)", collect)
   .option("--json", "print each event as one JSON line")
   .action(async (opts: { command?: string; type?: string[]; json?: boolean }) => {
+    const { events, renderEvent } = await import("./commands/events.ts");
     const abort = new AbortController();
     void untilSignal().then(() => abort.abort());
     await withContext((ctx) =>
@@ -299,9 +312,11 @@ program
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  const code = error instanceof ConfigError ? EXIT.usage : error instanceof CommandFailedError ? EXIT.failed : EXIT.error;
-  process.stderr.write(`bosun: ${errorMessage(error)}\n`);
-  if (!(error instanceof BosunError) && process.env["BOSUN_DEBUG"]) process.stderr.write(`${(error as Error).stack}\n`);
-  process.exit(code);
+  // Bosun's errors carry a stable code (core/errors.ts); read it without loading the module.
+  const code = (error as { code?: unknown }).code;
+  const exit = code === "BOSUN_CONFIG" ? EXIT.usage : code === "BOSUN_COMMAND_FAILED" ? EXIT.failed : EXIT.error;
+  process.stderr.write(`bosun: ${error instanceof Error ? error.message : String(error)}\n`);
+  if (!(typeof code === "string" && code.startsWith("BOSUN_")) && process.env["BOSUN_DEBUG"]) process.stderr.write(`${(error as Error).stack}\n`);
+  process.exit(exit);
 }
 process.exit(process.exitCode ?? EXIT.ok);

@@ -1,40 +1,25 @@
 import cron, { type ScheduledTask } from "node-cron";
 import {
   BOSUN_VERSION,
+  Lifecycle,
   createMessage,
   eventSchemas,
   isEventType,
   parseMessage,
   parseTarget,
   type Clock,
-  type Envelope,
   type EventPayload,
   type EventType,
   type Logger,
+  type ServiceState,
   type Settings,
   type Signer,
   type TrustStore,
 } from "@bosun/core";
 import { Bus, QueueConsumer, StateStore, ensureSubscribedQueue, ensureTopic, names, stateKeys, type AwsClients, type Disposition, type ReceivedMessage } from "@bosun/aws";
+import { applyEvent, fleetEvent, loadNodeRecords, markLost, type NodeRecord } from "./fleet.ts";
 
-export type NodeStatus = "up" | "lost" | "down";
-
-/** What the fleet knows of one node; kept in S3 at state/nodes/<id>.json. */
-export interface NodeRecord {
-  id: string;
-  roles: string[];
-  status: NodeStatus;
-  version?: string;
-  startedAt?: string;
-  lastSeen: string;
-  inFlight?: number;
-  /** The commit each app's `current` points at on the node. */
-  releases?: Record<string, string>;
-  downReason?: string;
-  lastCommand?: { id: string; type: string; outcome: "done" | "failed" | "refused"; at: string };
-}
-
-export type CoordinatorState = "starting" | "running" | "draining" | "stopped" | "failed";
+export type CoordinatorState = ServiceState;
 
 export interface CoordinatorDeps {
   clients: AwsClients;
@@ -45,31 +30,32 @@ export interface CoordinatorDeps {
 }
 
 /**
- * Keeps fleet state from events, marks nodes lost when their heartbeats stop (and says
- * so with node-down), and publishes scheduled commands.
+ * Keeps fleet state from events (a pure reducer, fleet.ts, with the records written beside it),
+ * marks nodes lost when their heartbeats stop (and says so with node-down), and publishes
+ * scheduled commands.
  */
 export class Coordinator {
   readonly #deps: CoordinatorDeps;
   readonly #settings: Settings;
   readonly #log: Logger;
+  readonly #lifecycle: Lifecycle;
   readonly #nodes = new Map<string, NodeRecord>();
   readonly #store: StateStore;
   readonly #tasks: ScheduledTask[] = [];
-  #state: CoordinatorState = "starting";
   #bus: Bus | undefined;
   #consumer: QueueConsumer | undefined;
   #sweep: NodeJS.Timeout | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(deps: CoordinatorDeps, options: { settings: Settings }) {
     this.#deps = deps;
     this.#settings = options.settings;
     this.#log = deps.logger.child({ component: "coordinator" });
+    this.#lifecycle = new Lifecycle(this.#log, "coordinator");
     this.#store = new StateStore({ clients: deps.clients }, { bucket: options.settings.bucket });
   }
 
   get state(): CoordinatorState {
-    return this.#state;
+    return this.#lifecycle.state;
   }
 
   nodes(): NodeRecord[] {
@@ -93,45 +79,35 @@ export class Coordinator {
       const every = Math.max(500, Math.min(5000, (settings.lostAfterSeconds * 1000) / 4));
       this.#sweep = setInterval(() => void this.sweep().catch((error: unknown) => this.#log.error({ err: error }, "sweep failed")), every);
       for (const schedule of settings.schedules) this.#schedule(schedule);
-      this.#state = "running";
-      this.#log.info({ nodes: this.#nodes.size, schedules: settings.schedules.length, version: BOSUN_VERSION }, "coordinator running");
+      this.#lifecycle.enter("running", { nodes: this.#nodes.size, schedules: settings.schedules.length, version: BOSUN_VERSION });
     } catch (error) {
-      this.#state = "failed";
+      this.#lifecycle.enter("failed", { err: error });
       await this.close().catch(() => undefined);
       throw error;
     }
   }
 
   close(): Promise<void> {
-    this.#closing ??= (async () => {
-      const failed = this.#state === "failed";
-      this.#state = "draining";
-      clearInterval(this.#sweep);
-      for (const task of this.#tasks) await Promise.resolve(task.stop()).catch(() => undefined);
-      try {
-        await this.#consumer?.stopReceiving();
-        await this.#consumer?.drain(this.#settings.shutdownDeadlineSeconds * 1000);
-      } catch (error) {
-        this.#log.error({ err: error }, "could not stop consuming cleanly");
-      }
-      this.#state = failed ? "failed" : "stopped";
-      this.#log.info("coordinator stopped");
-    })();
-    return this.#closing;
+    return this.#lifecycle.close(() => [
+      { name: "stop the sweep", run: () => clearInterval(this.#sweep) },
+      { name: "stop the schedules", run: () => Promise.all(this.#tasks.map((task) => task.stop())) },
+      { name: "stop receiving", run: () => this.#consumer?.stopReceiving() },
+      { name: "drain", run: () => this.#consumer?.drain(this.#settings.shutdownDeadlineSeconds * 1000) },
+    ]);
   }
 
   /** Marks nodes lost whose last sign of life is older than lostAfterSeconds, and publishes node-down. */
   async sweep(): Promise<void> {
     const now = this.#deps.clock.now().getTime();
     for (const node of this.#nodes.values()) {
-      if (node.status !== "up" || now - Date.parse(node.lastSeen) <= this.#settings.lostAfterSeconds * 1000) continue;
+      const lost = markLost(node, now, this.#settings.lostAfterSeconds * 1000);
+      if (!lost) continue;
       try {
         // Announce first: if the record write fails, the next sweep still sees the node up and tries again.
         await this.#publish("node-down", node.id, { node: { id: node.id, roles: node.roles }, reason: "lost", lastSeen: node.lastSeen });
-        node.status = "lost";
-        node.downReason = `no heartbeat since ${node.lastSeen}`;
+        this.#nodes.set(node.id, lost);
         this.#log.warn({ node: node.id, lastSeen: node.lastSeen }, "node lost: heartbeats stopped");
-        await this.#store.put(stateKeys.node(node.id), node);
+        await this.#store.put(stateKeys.node(node.id), lost);
       } catch (error) {
         this.#log.error({ err: error, node: node.id }, "could not declare node lost; will try again");
       }
@@ -146,92 +122,36 @@ export class Coordinator {
       schemaFor: (kind, type) => (kind === "event" && isEventType(type) ? eventSchemas[type] : undefined),
     });
     if (!parsed.ok) {
-      this.#log.warn({ ...parsed.error, sqsMessageId: message.sqsMessageId }, `refused event: ${parsed.error.reason}`);
+      this.#log.warn({ ...parsed.error, envelope: undefined, sqsMessageId: message.sqsMessageId }, `refused event: ${parsed.error.reason}`);
       return { action: "dead-letter", reason: parsed.error.reason, detail: parsed.error.detail };
     }
-    await this.#apply(parsed.value.envelope);
-    return { action: "delete" };
-  }
-
-  async #apply(event: Envelope): Promise<void> {
-    if (!isEventType(event.type)) return;
-    const at = event.issuedAt;
-    const payload = event.payload as EventPayload<EventType>;
-    const ref = payload.node;
-    const known = this.#nodes.get(ref.id);
-    // Events can arrive out of order; an older one never overwrites newer knowledge.
-    if (known && Date.parse(known.lastSeen) > Date.parse(at) && event.type !== "node-down") return;
-    const record: NodeRecord = known ?? { id: ref.id, roles: ref.roles, status: "up", lastSeen: at };
-    record.roles = ref.roles;
-    let changed = !known;
-    switch (event.type) {
-      case "node-up": {
-        const up = payload as EventPayload<"node-up">;
-        changed ||= record.status !== "up";
-        Object.assign(record, { status: "up", version: up.version, startedAt: up.startedAt });
-        if (up.releases) record.releases = up.releases;
-        delete record.downReason;
-        break;
-      }
-      case "heartbeat": {
-        const beat = payload as EventPayload<"heartbeat">;
-        if (record.status !== "up") this.#log.info({ node: ref.id }, "node is back");
-        changed ||= record.status !== "up";
-        record.status = "up";
-        record.inFlight = beat.inFlight;
-        changed ||= JSON.stringify(record.releases ?? {}) !== JSON.stringify(beat.releases ?? {});
-        if (beat.releases) record.releases = beat.releases;
-        delete record.downReason;
-        break;
-      }
-      case "node-down": {
-        const down = payload as EventPayload<"node-down">;
-        if (down.reason === "decommissioned" || record.status === "up") {
-          changed ||= record.status !== "down";
-          record.status = down.reason === "decommissioned" ? "down" : "lost";
-          record.downReason = down.reason;
-        }
-        break;
-      }
-      case "done":
-      case "failed":
-      case "refused": {
-        record.lastCommand = {
-          id: event.correlationId,
-          type: (payload as { commandType?: string; type?: string }).commandType ?? (payload as { type?: string }).type ?? "unknown",
-          outcome: event.type,
-          at,
-        };
-        const result = (payload as { result?: { status?: string; app?: string; commit?: string } }).result;
-        if (event.type === "done" && result?.status === "active" && result.app && result.commit) {
-          record.releases = { ...record.releases, [result.app]: result.commit };
-        }
-        changed = true;
-        break;
-      }
-      default:
-        break;
-    }
-    if (event.type !== "node-down") record.lastSeen = at;
-    this.#nodes.set(record.id, record);
+    const event = fleetEvent(parsed.value.envelope);
+    const applied = applyEvent(this.#nodes.get(event.payload.node.id), event);
+    if (!applied) return { action: "delete" };
+    this.#nodes.set(applied.record.id, applied.record);
     // Heartbeats write through too, so `bosun nodes` shows a fresh last-seen time.
-    if (changed || event.type === "heartbeat") await this.#store.put(stateKeys.node(record.id), record);
+    if (applied.changed || event.type === "heartbeat") await this.#store.put(stateKeys.node(applied.record.id), applied.record);
+    return { action: "delete" };
   }
 
   #schedule(schedule: Settings["schedules"][number]): void {
     const target = parseTarget(schedule.target);
-    const task = cron.schedule(schedule.cron, () => {
-      const envelope = createMessage(this.#deps.signer, {
-        kind: "command",
-        type: schedule.type,
-        payload: schedule.payload,
-        target,
-        ttlSeconds: this.#settings.commandTtlSeconds,
-        now: this.#deps.clock.now(),
-      });
-      this.#log.info({ schedule: schedule.name, commandId: envelope.id, commandType: schedule.type }, "publishing scheduled command");
-      this.#bus!.publish(envelope).catch((error: unknown) => this.#log.error({ err: error, schedule: schedule.name }, "could not publish scheduled command"));
-    }, { name: schedule.name, noOverlap: true });
+    const task = cron.schedule(
+      schedule.cron,
+      () => {
+        const envelope = createMessage(this.#deps.signer, {
+          kind: "command",
+          type: schedule.type,
+          payload: schedule.payload,
+          target,
+          ttlSeconds: this.#settings.commandTtlSeconds,
+          now: this.#deps.clock.now(),
+        });
+        this.#log.info({ schedule: schedule.name, commandId: envelope.id, commandType: schedule.type }, "publishing scheduled command");
+        this.#bus!.publish(envelope).catch((error: unknown) => this.#log.error({ err: error, schedule: schedule.name }, "could not publish scheduled command"));
+      },
+      { name: schedule.name, noOverlap: true },
+    );
     this.#tasks.push(task);
   }
 
@@ -240,10 +160,4 @@ export class Coordinator {
       createMessage(this.#deps.signer, { kind: "event", type, payload, correlationId, ttlSeconds: this.#settings.commandTtlSeconds, now: this.#deps.clock.now() }),
     );
   }
-}
-
-export async function loadNodeRecords(store: StateStore): Promise<NodeRecord[]> {
-  const keys = await store.list(stateKeys.nodesPrefix);
-  const records = await Promise.all(keys.map((key) => store.get<NodeRecord>(key)));
-  return records.filter((r): r is NodeRecord => r !== undefined).sort((a, b) => a.id.localeCompare(b.id));
 }

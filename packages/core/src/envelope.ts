@@ -3,20 +3,15 @@ import { z } from "zod";
 export const namePattern = /^[A-Za-z0-9_-]{1,64}$/;
 const name = z.string().regex(namePattern, "expected 1-64 letters, digits, '_' or '-'");
 
-/**
- * Who a command is for. SNS message attributes carry one attribute per entry
- * (to.all, to.role.<role>, to.node.<id>), and SNS allows ten attributes in all,
- * so a command names at most eight roles and nodes together.
- */
+/** Who a command is for: every node, nodes with one of some roles, or named nodes. */
 export const targetSchema = z
   .object({
     all: z.boolean().optional(),
-    roles: z.array(name).max(8).optional(),
-    nodes: z.array(name).max(8).optional(),
+    roles: z.array(name).optional(),
+    nodes: z.array(name).optional(),
   })
   .strict()
-  .refine((t) => t.all === true || (t.roles?.length ?? 0) + (t.nodes?.length ?? 0) > 0, "a command needs a target")
-  .refine((t) => (t.roles?.length ?? 0) + (t.nodes?.length ?? 0) <= 8, "at most 8 roles and nodes together");
+  .refine((t) => t.all === true || (t.roles?.length ?? 0) + (t.nodes?.length ?? 0) > 0, "a command needs a target");
 
 export type Target = z.infer<typeof targetSchema>;
 
@@ -42,24 +37,6 @@ export const envelopeSchema = z
 
 export type Envelope = z.infer<typeof envelopeSchema>;
 export type UnsignedEnvelope = Omit<Envelope, "sig">;
-
-/** Message attributes that SNS filter policies route on. */
-export function routingAttributes(envelope: UnsignedEnvelope): Record<string, string> {
-  const attributes: Record<string, string> = { kind: envelope.kind, type: envelope.type, correlation: envelope.correlationId };
-  const target = envelope.target;
-  if (target?.all) attributes["to.all"] = "1";
-  for (const role of target?.roles ?? []) attributes[`to.role.${role}`] = "1";
-  for (const node of target?.nodes ?? []) attributes[`to.node.${node}`] = "1";
-  return attributes;
-}
-
-/** The SNS filter policy for a node's queue: commands to all, to one of its roles, or to it. */
-export function nodeFilterPolicy(nodeId: string, roles: readonly string[]): Record<string, unknown> {
-  const exists = [{ exists: true }];
-  return {
-    $or: [{ "to.all": exists }, ...roles.map((role) => ({ [`to.role.${role}`]: exists })), { [`to.node.${nodeId}`]: exists }],
-  };
-}
 
 export function describeTarget(target: Target | undefined): string {
   if (!target) return "nobody";

@@ -1,18 +1,15 @@
 import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
 import { abortableDelay } from "@bosun/aws";
-import { defineCommand } from "./types.ts";
+import { probeContract } from "@bosun/core";
+import { defineCommand } from "../command.ts";
 
 /**
  * A harmless job for checking a fleet end to end: it holds a job slot for `seconds`,
  * reporting progress, then appends the command id to the node's probe log. Operators use
  * it to see that every node receives, runs and reports; the tests use its log to count effects.
  */
-export const probe = defineCommand({
-  type: "probe",
-  summary: "Hold a job slot for some seconds, then record the command id in the node's probe log",
-  payload: z.object({ seconds: z.number().min(0).max(3600).default(0), note: z.string().max(200).optional() }).strict(),
+export const probe = defineCommand(probeContract, {
   onInterrupted: "resume",
   async handle(ctx) {
     const log = join(ctx.stateDir, "probe.log");

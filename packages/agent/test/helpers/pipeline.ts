@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { TrustStore, createMessage, generateSigningKey, privateKeyFromPem, publicKeyFromBase64, settingsSchema, type Envelope, type EventPayload, type EventType, type Signer, type Target } from "@bosun/core";
-import type { ReceivedMessage } from "@bosun/aws";
-import { Ledger, MessagePipeline, type CommandDefinition, type EventSink } from "@bosun/agent";
+import { StateStore, type AwsClients, type ReceivedMessage } from "@bosun/aws";
+import { Ledger, MessagePipeline, type CommandDefinition, type EventSink, type RoleServices } from "@bosun/agent";
 
 export interface SpiedEvent {
   type: EventType;
@@ -53,11 +53,17 @@ export class PipelineHarness {
     this.dir = dir;
     this.signer = signer;
     this.ledger = new Ledger({ dir: join(dir, "ledger") });
+    const node = { id: "node-1", roles: ["web"] };
+    const parsed = settingsSchema.parse({ stateDir: dir, ...settings });
+    const clock = { now: () => new Date() };
+    const logger = pino({ level: "silent" });
+    const clients = noAws();
+    const services: RoleServices = { node, settings: parsed, logger, clock, clients, store: new StateStore({ clients }, { bucket: "unused" }), trust, events: this.events };
     this.pipeline = new MessagePipeline(
-      { ledger: this.ledger, events: this.events, clock: { now: () => new Date() }, trust, logger: pino({ level: "silent" }) },
+      { ledger: this.ledger, events: this.events, clock, trust, logger, services },
       {
-        node: { id: "node-1", roles: ["web"] },
-        settings: settingsSchema.parse({ stateDir: dir, ...settings }),
+        node,
+        settings: parsed,
         commands: new Map(commands.map((c) => [c.type, c])),
         bootId: randomUUID(),
       },
@@ -85,4 +91,11 @@ export class PipelineHarness {
   close(): Promise<void> {
     return rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** AWS clients for tests that must not reach AWS: any use fails, saying so. */
+export function noAws(): AwsClients {
+  const refuse = (name: string) =>
+    new Proxy({}, { get: (_target, property) => { throw new Error(`this test does not reach AWS, but used ${name}.${String(property)}`); } });
+  return { sqs: refuse("sqs"), sns: refuse("sns"), s3: refuse("s3"), ec2: async () => refuse("ec2") } as unknown as AwsClients;
 }

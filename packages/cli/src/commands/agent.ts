@@ -1,4 +1,4 @@
-import { Agent, commandTable } from "@bosun/agent";
+import { Agent, rolesFor } from "@bosun/agent";
 import { identityFromEc2, type NodeIdentity } from "@bosun/aws";
 import { ConfigError, namePattern, systemClock } from "@bosun/core";
 import type { Context } from "../context.ts";
@@ -19,14 +19,14 @@ export async function startAgent(ctx: Context, options: AgentRunOptions): Promis
   }
   const agent = new Agent(
     { clients: ctx.clients, logger: ctx.logger, clock: systemClock, trust: ctx.trust(), signer: ctx.signer() },
-    { settings: ctx.settings, node: { id: identity.nodeId, roles: identity.roles }, commands: commandTable },
+    { settings: ctx.settings, node: { id: identity.nodeId, roles: identity.roles }, roles: rolesFor(identity.roles) },
   );
   ctx.logger.info({ node: identity.nodeId, roles: identity.roles, identityFrom: identity.source, configFile: ctx.settings.configFile }, "starting agent");
   await agent.start();
   return { agent, identity };
 }
 
-async function resolveIdentity(ctx: Context, options: AgentRunOptions): Promise<NodeIdentity> {
+export async function resolveIdentity(ctx: Context, options: AgentRunOptions): Promise<NodeIdentity> {
   const roles = options.roles ?? [];
   if (options.nodeId !== undefined) {
     if (!namePattern.test(options.nodeId)) throw new ConfigError(`Invalid --node-id: expected 1-64 letters, digits, '_' or '-', received ${JSON.stringify(options.nodeId)}`);

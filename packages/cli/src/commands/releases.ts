@@ -1,6 +1,6 @@
 import { StateStore, stateKeys } from "@bosun/aws";
-import { loadNodeRecords } from "@bosun/coordinator";
-import type { DesiredRelease } from "@bosun/core";
+import { loadNodeRecords, servedRelease } from "@bosun/coordinator";
+import { desiredReleaseSchema, type DesiredRelease } from "@bosun/core";
 import type { Context } from "../context.ts";
 import { ago, table } from "../render.ts";
 
@@ -13,11 +13,11 @@ export interface ReleasesResult {
 /** The app's desired release and what each web node serves, from the node records. */
 export async function releases(ctx: Context, options: { app: string }): Promise<ReleasesResult> {
   const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
-  const desired = await store.get<DesiredRelease>(stateKeys.release(options.app));
+  const desired = await store.getParsed(stateKeys.release(options.app), desiredReleaseSchema);
   const nodes = (await loadNodeRecords(store))
     .filter((n) => n.roles.includes("web") && n.status !== "down")
     .map((n) => {
-      const serving = n.releases?.[options.app];
+      const serving = servedRelease(n, options.app);
       return { node: n.id, status: n.status, ...(serving ? { serving } : {}), current: Boolean(desired && serving === desired.commit), lastSeen: n.lastSeen };
     });
   return { app: options.app, ...(desired ? { desired } : {}), nodes };

@@ -1,17 +1,14 @@
-import { z } from "zod";
-import { ReleaseRoot } from "../web/release-root.ts";
-import { app, commit, releaseRoot, swapOutcome } from "./release.ts";
-import { defineCommand } from "./types.ts";
+import { rollbackContract } from "@bosun/core";
+import { defineCommand } from "../../../command.ts";
+import { releaseRoot, swapOutcome } from "./shared.ts";
 
 /** Swaps back to a kept release (the previous one by default), with no fetch. */
-export const rollback = defineCommand({
-  type: "rollback",
-  summary: "Swap an app back to a kept release (the previous one unless `to` names one)",
-  payload: z.object({ app, to: commit.optional(), sequence: z.number().int().positive() }).strict(),
+export const rollback = defineCommand(rollbackContract, {
   onInterrupted: "resume",
   async handle(ctx) {
-    const root = releaseRoot(ctx);
-    if (!(root instanceof ReleaseRoot)) return root;
+    const found = releaseRoot(ctx);
+    if (!found.ok) return found.failure;
+    const root = found.value;
     const target = ctx.payload.to ?? (await root.readState()).previous;
     if (!target) return { status: "failed", code: "NO_PREVIOUS_RELEASE", error: `app ${ctx.payload.app} has no previous release on this node` };
     if (!(await root.isPrepared(target))) {

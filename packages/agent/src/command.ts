@@ -1,6 +1,8 @@
 import type { z } from "zod";
-import type { Envelope, Logger, NodeRef, Settings } from "@bosun/core";
+import type { CommandContract, Envelope, Logger, NodeRef, Settings } from "@bosun/core";
+import type { RoleServices } from "./role.ts";
 
+/** Everything a handler gets for one command: the command itself, where it runs, and how to report. */
 export interface CommandContext<P> {
   payload: P;
   envelope: Envelope;
@@ -10,11 +12,12 @@ export interface CommandContext<P> {
   log: Logger;
   /** This node's state directory, for the command's own files. */
   stateDir: string;
-  /** This node's settings (its apps, for the web role). */
   settings: Settings;
   /** True when an earlier run of the agent started this command and died before it finished. */
   resumed: boolean;
   progress(message: string, fraction?: number): Promise<void>;
+  /** The agent's services: AWS clients, state records, events, clock. */
+  services: RoleServices;
 }
 
 /**
@@ -27,6 +30,7 @@ export type CommandOutcome =
   | { status: "retry"; reason: string; afterSeconds: number }
   | { status: "interrupted" };
 
+/** A command type as an agent carries it out: its contract (from core) and its handler. */
 export interface CommandDefinition<P = unknown> {
   type: string;
   summary: string;
@@ -39,6 +43,10 @@ export interface CommandDefinition<P = unknown> {
   handle(ctx: CommandContext<P>): Promise<CommandOutcome>;
 }
 
-export function defineCommand<P>(definition: CommandDefinition<P>): CommandDefinition<P> {
-  return definition;
+/** Joins a command's contract with its handler. */
+export function defineCommand<S extends z.ZodType>(
+  contract: CommandContract<S>,
+  handler: { onInterrupted: "resume" | "fail"; handle(ctx: CommandContext<z.infer<S>>): Promise<CommandOutcome> },
+): CommandDefinition<z.infer<S>> {
+  return { type: contract.type, summary: contract.summary, payload: contract.payload as z.ZodType<z.infer<S>>, ...handler };
 }

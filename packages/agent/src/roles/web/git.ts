@@ -3,7 +3,6 @@ import { mkdir, readdir, rm, stat, statfs } from "node:fs/promises";
 import { abortableDelay } from "@bosun/aws";
 import { join } from "node:path";
 
-export const commitPattern = /^[0-9a-f]{40}$/;
 
 /**
  * Runs git with an argument array and the agent's abort signal. Called directly rather than
@@ -170,20 +169,6 @@ export async function checkoutVerified(mirror: string, commit: string, dir: stri
     await rm(index, { force: true });
     await rm(verifyIndex, { force: true });
   }
-}
-
-/** Resolves a ref (branch, tag, HEAD or a commit id) in a remote repository to one commit, on the publisher's side. */
-export async function resolveRef(repo: string, ref: string, signal: AbortSignal): Promise<string> {
-  if (commitPattern.test(ref)) return ref;
-  const out = await git(["ls-remote", "--", repo, ref], { signal });
-  const lines = out.split("\n").filter(Boolean).map((l) => l.split("\t") as [string, string]);
-  // Prefer an exact name, then a peeled tag (^{}), then the first match.
-  const exact =
-    lines.find(([, name]) => name === ref || name === `refs/heads/${ref}` || name === `refs/tags/${ref}^{}`) ??
-    lines.find(([, name]) => name === `refs/tags/${ref}`) ??
-    lines[0];
-  if (!exact) throw new Error(`ref ${JSON.stringify(ref)} was not found in ${repo}`);
-  return exact[0];
 }
 
 async function exists(path: string): Promise<boolean> {

@@ -1,7 +1,7 @@
 import { EventWatcher, StateStore, type Bus } from "@bosun/aws";
-import { loadNodeRecords } from "@bosun/coordinator";
 import { targetsNode, type Envelope, type Target } from "@bosun/core";
-import type { Context } from "./context.ts";
+import { loadNodeRecords } from "../fleet.ts";
+import type { Issuer } from "./issuer.ts";
 
 export type NodeProgressState = "waiting" | "acked" | "running" | "done" | "failed" | "refused";
 
@@ -25,7 +25,7 @@ export interface FollowResult {
 }
 
 /** The up nodes a target reaches, from the node records; named node ids count even if unknown. */
-export async function expectedNodes(ctx: Context, target: Target): Promise<string[]> {
+export async function expectedNodes(ctx: Issuer, target: Target): Promise<string[]> {
   const records = await loadNodeRecords(new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket }));
   const ids = new Set(records.filter((n) => n.status === "up" && targetsNode(target, n.id, n.roles)).map((n) => n.id));
   for (const id of target.nodes ?? []) ids.add(id);
@@ -45,7 +45,7 @@ export class CommandFollower {
     this.commandId = commandId;
   }
 
-  static async open(ctx: Context, commandId: string): Promise<CommandFollower> {
+  static async open(ctx: Issuer, commandId: string): Promise<CommandFollower> {
     const watcher = await EventWatcher.open(
       { clients: ctx.clients, trust: ctx.trust() },
       { cluster: ctx.settings.cluster, topicArn: await ctx.topicArn(), correlationId: commandId, maxBytes: ctx.settings.maxMessageBytes },
@@ -121,7 +121,7 @@ function sorted(progress: Map<string, NodeProgress>): NodeProgress[] {
  * subscribed before the command goes out, so no answer is missed.
  */
 export async function publishAndFollow(
-  ctx: Context,
+  ctx: Issuer,
   bus: Bus,
   envelope: Envelope,
   expected: readonly string[],

@@ -2,12 +2,12 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import { errorSummary, type AppSettings, type Logger } from "@bosun/core";
+import { commitPattern, errorSummary, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
-import { checkoutVerified, commitPattern, fetchCommit, FetchLimitError, freeBytes, mib, treeBytes } from "./git.ts";
+import { checkoutVerified, fetchCommit, FetchLimitError, freeBytes, mib, treeBytes } from "./git.ts";
 import { checkTree, MARKER, PrepareError, writeMarker } from "./tree.ts";
 import { probeHealth } from "./health.ts";
-import { syncDir, writeFileDurably } from "../durable.ts";
+import { syncDir, writeFileDurably } from "../../durable.ts";
 import { untilWallClock } from "@bosun/aws";
 
 const stateSchema = z.object({

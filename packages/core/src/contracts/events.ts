@@ -1,12 +1,14 @@
 import { z } from "zod";
-import { namePattern } from "./envelope.ts";
-import { refusalReasons } from "./parse.ts";
+import { namePattern } from "../envelope.ts";
+import { refusalReasons } from "../parse.ts";
+import { webReportSchema } from "./web.ts";
 
 const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
 export type NodeRef = z.infer<typeof nodeRef>;
 
-/** The commit each app's `current` points at on a web node. */
-const releasesServed = z.record(z.string(), z.string()).optional();
+/** What each of a node's roles adds to its node-up and heartbeats (web: the releases it serves). */
+export const roleReportsSchema = z.object({ web: webReportSchema.optional() }).strict();
+export type RoleReports = z.infer<typeof roleReportsSchema>;
 
 /**
  * Events agents and the coordinator publish on the bus. A command's events carry the
@@ -33,9 +35,9 @@ export const eventSchemas = {
     type: z.string().optional(),
     issuer: z.string().optional(),
   }),
-  "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int(), releases: releasesServed }),
+  "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int(), report: roleReportsSchema }),
   "node-down": z.object({ node: nodeRef, reason: z.enum(["decommissioned", "lost"]), lastSeen: z.iso.datetime().optional() }),
-  heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), releases: releasesServed }),
+  heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), report: roleReportsSchema }),
 } as const;
 
 export type EventType = keyof typeof eventSchemas;

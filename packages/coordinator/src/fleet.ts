@@ -1,0 +1,118 @@
+import type { StateStore } from "@bosun/aws";
+import { stateKeys } from "@bosun/aws";
+import type { Envelope, EventPayload, EventType, RoleReports } from "@bosun/core";
+
+export type NodeStatus = "up" | "lost" | "down";
+
+/** What the fleet knows of one node; kept in S3 at state/nodes/<id>.json. */
+export interface NodeRecord {
+  id: string;
+  roles: string[];
+  status: NodeStatus;
+  version?: string;
+  startedAt?: string;
+  lastSeen: string;
+  inFlight?: number;
+  /** What each of the node's roles last reported (web: the commit each app serves). */
+  report?: RoleReports;
+  downReason?: string;
+  lastCommand?: { id: string; type: string; outcome: "done" | "failed" | "refused"; at: string };
+}
+
+/** An event as the fleet state reads it: already verified, of a known type. */
+export interface FleetEvent<T extends EventType = EventType> {
+  type: T;
+  issuedAt: string;
+  correlationId: string;
+  payload: EventPayload<T>;
+}
+
+export function fleetEvent(envelope: Envelope): FleetEvent {
+  return { type: envelope.type as EventType, issuedAt: envelope.issuedAt, correlationId: envelope.correlationId, payload: envelope.payload as EventPayload<EventType> };
+}
+
+/** The outcome of one event: the node's record after it, and whether that record should be written. */
+export interface Applied {
+  record: NodeRecord;
+  /** Something a person would see in `bosun nodes` changed (heartbeats also refresh last-seen). */
+  changed: boolean;
+}
+
+/**
+ * Fleet state as a pure function: a node's record (or none) and one event in, the new record
+ * out. Events can arrive out of order; an older one never overwrites newer knowledge, except
+ * a node-down, which is final for the run it names.
+ */
+export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Applied | undefined {
+  const at = event.issuedAt;
+  const ref = event.payload.node;
+  if (known && Date.parse(known.lastSeen) > Date.parse(at) && event.type !== "node-down") return undefined;
+  const record: NodeRecord = known ? structuredClone(known) : { id: ref.id, roles: ref.roles, status: "up", lastSeen: at };
+  record.roles = ref.roles;
+  let changed = !known;
+  const backUp = () => {
+    changed ||= record.status !== "up";
+    record.status = "up";
+    delete record.downReason;
+  };
+  switch (event.type) {
+    case "node-up": {
+      const up = event.payload as EventPayload<"node-up">;
+      backUp();
+      changed ||= record.version !== up.version || record.startedAt !== up.startedAt;
+      Object.assign(record, { version: up.version, startedAt: up.startedAt, report: up.report });
+      break;
+    }
+    case "heartbeat": {
+      const beat = event.payload as EventPayload<"heartbeat">;
+      backUp();
+      record.inFlight = beat.inFlight;
+      changed ||= JSON.stringify(record.report ?? {}) !== JSON.stringify(beat.report);
+      record.report = beat.report;
+      break;
+    }
+    case "node-down": {
+      const down = event.payload as EventPayload<"node-down">;
+      if (down.reason === "decommissioned" || record.status === "up") {
+        const status = down.reason === "decommissioned" ? "down" : "lost";
+        changed ||= record.status !== status;
+        record.status = status;
+        record.downReason = down.reason;
+      }
+      break;
+    }
+    case "done":
+    case "failed":
+    case "refused": {
+      const payload = event.payload as { commandType?: string; type?: string; result?: { status?: string; app?: string; commit?: string } };
+      record.lastCommand = { id: event.correlationId, type: payload.commandType ?? payload.type ?? "unknown", outcome: event.type, at };
+      const result = payload.result;
+      if (event.type === "done" && result?.status === "active" && result.app && result.commit) {
+        record.report = { ...record.report, web: { releases: { ...record.report?.web?.releases, [result.app]: result.commit } } };
+      }
+      changed = true;
+      break;
+    }
+    default:
+      break;
+  }
+  if (event.type !== "node-down") record.lastSeen = at;
+  return { record, changed };
+}
+
+/** A node that has been silent for longer than `lostAfterMs` becomes lost; undefined when it is not. */
+export function markLost(record: NodeRecord, now: number, lostAfterMs: number): NodeRecord | undefined {
+  if (record.status !== "up" || now - Date.parse(record.lastSeen) <= lostAfterMs) return undefined;
+  return { ...record, status: "lost", downReason: `no heartbeat since ${record.lastSeen}` };
+}
+
+/** The commit an app serves on a node, as the node last reported it. */
+export function servedRelease(record: NodeRecord, app: string): string | undefined {
+  return record.report?.web?.releases[app];
+}
+
+export async function loadNodeRecords(store: StateStore): Promise<NodeRecord[]> {
+  const keys = await store.list(stateKeys.nodesPrefix);
+  const records = await Promise.all(keys.map((key) => store.get<NodeRecord>(key)));
+  return records.filter((r): r is NodeRecord => r !== undefined).sort((a, b) => a.id.localeCompare(b.id));
+}

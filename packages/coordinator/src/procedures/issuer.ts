@@ -1,0 +1,14 @@
+import type { AwsClients } from "@bosun/aws";
+import type { Settings, Signer, TrustStore } from "@bosun/core";
+
+/**
+ * Whoever issues commands and follows them: the CLI, the coordinator, a dashboard. The
+ * procedures here take one and return data; rendering is the caller's.
+ */
+export interface Issuer {
+  settings: Settings;
+  clients: AwsClients;
+  trust(): TrustStore;
+  signer(): Signer;
+  topicArn(): Promise<string>;
+}
