@@ -16,6 +16,9 @@ export function createLogger(options: { level: LevelWithSilent; name: string; ba
       // Never log signatures or key material, even if someone passes an envelope or key by mistake.
       redact: { paths: ["sig", "*.sig", "privateKey", "*.privateKey", "envelope.sig"], censor: "[redacted]" },
     },
-    stream ?? pino.destination({ fd: 1, sync: false }),
+    // Synchronous: when whoever reads our stdout has gone (a killed `bosun dev`), the write fails with
+    // EPIPE, which pino turns into silence; an asynchronous destination would instead retry its
+    // flush at exit forever (sonic-boom's flushSync loops on EPIPE) and the process would never end.
+    stream ?? pino.destination({ fd: 1, sync: true }),
   );
 }
