@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { resolveRef } from "@bosun/coordinator";
 import type { Envelope } from "@bosun/core";
-import { checkoutVerified, fetchCommit, freeBytes, unlimitedFetch } from "../packages/agent/src/roles/web/git.ts";
+import { fetchCommit, freeBytes, unlimitedFetch } from "../packages/agent/src/roles/web/git.ts";
+import { checkoutRelease, pristineManifest, type ReleaseManifest } from "../packages/agent/src/roles/web/checkout.ts";
 import type { TestFleet, TestProcess } from "../test/helpers/fleet.ts";
 import { deployRoot, nodeOf, releaseWithCli } from "./agents.ts";
 import { progress, verdictOf, type Cleanup, type Verdict } from "./harness.ts";
@@ -114,12 +115,18 @@ export async function measureSingleNode(site: Site, work: string, signal: AbortS
   const clone = join(dir, "clone");
   await mkdir(dir, { recursive: true });
   const rows: SingleNodeRow[] = [];
+  let previous: { dir: string; manifest: ReleaseManifest } | undefined;
   try {
     for (const release of ["cold", "incremental"] as const) {
       if (release === "incremental") await commitChange(site, `single-node change of ${site.label}`);
       const commit = await resolveRef(site.repo.dir, "main", signal);
       const fetchMs = await timed(() => fetchCommit(mirror, site.repo.dir, commit, signal, unlimitedFetch));
-      const checkoutVerifyMs = await timed(() => checkoutVerified(mirror, commit, join(dir, release), signal));
+      // The incremental release links what the cold one holds unchanged, as a node does.
+      const target = join(dir, release);
+      const checkoutVerifyMs = await timed(async () => {
+        const checkout = await checkoutRelease(mirror, commit, target, signal, { reuse: previous });
+        previous = { dir: target, manifest: await pristineManifest(target, commit, checkout) };
+      });
       const baselineArgs = release === "cold" ? ["clone", "--no-local", "--quiet", site.repo.dir, clone] : ["-C", clone, "pull", "--ff-only", "--quiet"];
       rows.push({ repo: site.label, release, fetchMs, checkoutVerifyMs, baseline: baselines[release], baselineMs: await gitAtOnce([baselineArgs], signal) });
     }

@@ -325,7 +325,7 @@ function render(report: Report): string {
     publishTable,
     ...(report.skipped.length ? ["", ...report.skipped.map((s) => `skipped: ${s}`)] : []),
     "",
-    "   One node's git work in this process, nothing else running (the agent's own fetchCommit and checkoutVerified), beside one clone or pull:",
+    "   One node's git work in this process, nothing else running (the agent's own fetchCommit and checkoutRelease, which links what the previous release holds unchanged), beside one clone or pull:",
     "",
     singleTable,
     "",

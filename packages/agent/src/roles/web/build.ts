@@ -34,10 +34,14 @@ export async function lookUpUser(name: string): Promise<Account | undefined> {
  * runs as its own unprivileged user (`build.user`), which cannot read the agent's keys or ledger
  * nor write anything but the tree it builds; with limits on processes, memory and file size
  * (prlimit(1)), a time limit, the agent's abort signal, a plain environment, and every output
- * line into the log. The tree is handed to the build user for the build and taken back after,
- * so no build can change a release once it is built.
+ * line into the log. The tree's directories are handed to the build user for the build (it may
+ * add, replace and remove files, not change the checked-out ones in place) and everything is
+ * taken back after, so no build can change a release once it is built.
  */
-export async function runBuild(build: BuildSettings, options: { cwd: string; signal: AbortSignal; log: Logger }): Promise<BuildResult> {
+export async function runBuild(
+  build: BuildSettings,
+  options: { cwd: string; signal: AbortSignal; log: Logger; /** Runs after the build, before the tree is taken back. */ beforeTakeBack?: () => Promise<void> },
+): Promise<BuildResult> {
   const started = performance.now();
   let account: Account | undefined;
   let home: string | undefined;
@@ -45,7 +49,9 @@ export async function runBuild(build: BuildSettings, options: { cwd: string; sig
     account = await lookUpUser(build.user);
     if (!account) return { ok: false, code: "BUILD_USER", error: `build user ${JSON.stringify(build.user)} does not exist on this node; create it (useradd --system bosun-build) or set the app's build.user` };
     try {
-      await chownTree(options.cwd, account.uid, account.gid);
+      // Directories only: the build may add, replace and remove files, but not change the agent's
+      // files in place, so a file hard-linked from the release being served stays as it is.
+      await chownTree(options.cwd, account.uid, account.gid, { directoriesOnly: true });
       // The build's own HOME and TMPDIR, beside the tree, so tools that cache or write there need nothing of ours.
       home = await mkdtemp(join(options.cwd, "..", ".build-home-"));
       await lchown(home, account.uid, account.gid);
@@ -60,8 +66,12 @@ export async function runBuild(build: BuildSettings, options: { cwd: string; sig
     return result.ok ? { ok: true, durationMs: Math.round(performance.now() - started) } : result;
   } finally {
     if (home) await rm(home, { recursive: true, force: true }).catch(() => undefined);
-    // Take the tree back whatever happened: a failed tree is removed by the agent, a good one is served.
-    if (account) await chownTree(options.cwd, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+    try {
+      await options.beforeTakeBack?.();
+    } finally {
+      // Take the tree back whatever happened: a failed tree is removed by the agent, a good one is served.
+      if (account) await chownTree(options.cwd, process.getuid?.() ?? 0, process.getgid?.() ?? 0);
+    }
   }
 }
 
@@ -122,10 +132,10 @@ async function spawnBuild(build: BuildSettings, options: { cwd: string; signal: 
  * Gives every entry of a tree to a user, without following links (lchown), and takes away
  * set-id bits and write access for group and others.
  */
-async function chownTree(root: string, uid: number, gid: number): Promise<void> {
+async function chownTree(root: string, uid: number, gid: number, options: { directoriesOnly?: boolean } = {}): Promise<void> {
   const me = process.getuid?.() ?? 0;
   const entries = [root];
-  for await (const entry of walkTree(root)) entries.push(entry.path);
+  for await (const entry of walkTree(root)) if (!options.directoriesOnly || entry.dirent.isDirectory()) entries.push(entry.path);
   for (const path of entries) {
     const info = await lstat(path);
     // Modes are changed while the agent owns the entry, so it needs no CAP_FOWNER.

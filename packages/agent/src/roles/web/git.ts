@@ -1,8 +1,7 @@
 import { execFile } from "node:child_process";
 import { mkdir, readdir, rm, stat, statfs } from "node:fs/promises";
-import { abortableDelay } from "@bosun/aws";
 import { join } from "node:path";
-
+import { abortableDelay } from "@bosun/aws";
 
 /**
  * Runs git with an argument array and the agent's abort signal. Called directly rather than
@@ -10,14 +9,15 @@ import { join } from "node:path";
  * release runs several (measured: 56 ms against 8 ms per call, bench/release.ts).
  * Ambient GIT_* variables are dropped so only what we pass steers git.
  */
-function git(args: string[], options: { signal: AbortSignal; env?: Record<string, string> }): Promise<string> {
+export function git(args: string[], options: { signal: AbortSignal; env?: Record<string, string>; input?: string }): Promise<string> {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith("GIT_")) env[key] = value;
   return new Promise((resolve, reject) => {
-    execFile("git", args, { env: { ...env, ...options.env }, signal: options.signal, maxBuffer: 64 * 1024 * 1024, encoding: "utf8" }, (error, stdout, stderr) => {
+    const child = execFile("git", args, { env: { ...env, ...options.env }, signal: options.signal, maxBuffer: 256 * 1024 * 1024, encoding: "utf8" }, (error, stdout, stderr) => {
       if (error) reject(new Error(stderr.trim() || error.message, { cause: error }));
       else resolve(stdout);
     });
+    if (options.input !== undefined) child.stdin?.end(options.input);
   });
 }
 
@@ -127,48 +127,11 @@ export function mib(bytes: number): string {
   return `${(bytes / 1048576).toFixed(bytes < 10 * 1048576 ? 1 : 0)} MiB`;
 }
 
-/** The total size of a commit's files, from the mirror, before anything is written out. */
-export async function treeBytes(mirror: string, commit: string, signal: AbortSignal): Promise<number> {
-  const out = await git([`--git-dir=${mirror}`, "ls-tree", "-r", "-l", "-z", commit], { signal });
-  let total = 0;
-  for (const line of out.split("\0")) {
-    // "<mode> <type> <object> <size>\t<path>"; submodules and links show "-" or small sizes.
-    const size = Number(line.split("\t")[0]?.trim().split(/\s+/)[3]);
-    if (Number.isFinite(size)) total += size;
-  }
-  return total;
-}
-
 async function hasCommit(inMirror: (args: string[]) => Promise<string>, commit: string): Promise<boolean> {
   return inMirror(["cat-file", "-e", `${commit}^{commit}`]).then(
     () => true,
     () => false,
   );
-}
-
-/**
- * Writes the commit's tree into `dir` (no .git inside), then re-hashes every file there
- * and checks the result is exactly the commit's tree.
- */
-export async function checkoutVerified(mirror: string, commit: string, dir: string, signal: AbortSignal): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  const index = join(dir, "..", `.index-${commit}-${process.pid}`);
-  const verifyIndex = `${index}.verify`;
-  const withIndex = (file: string) => (args: string[]) =>
-    git([`--git-dir=${mirror}`, ...args], { signal, env: { GIT_INDEX_FILE: file, GIT_WORK_TREE: dir } });
-  try {
-    const checkout = withIndex(index);
-    await checkout(["read-tree", commit]);
-    await checkout(["checkout-index", "--all", "--force"]);
-    const verify = withIndex(verifyIndex);
-    await verify(["add", "--all", "--force", "--", "."]);
-    const actual = (await verify(["write-tree"])).trim();
-    const expected = (await verify(["rev-parse", `${commit}^{tree}`])).trim();
-    if (actual !== expected) throw new Error(`checked-out tree ${actual} is not commit ${commit}'s tree ${expected}`);
-  } finally {
-    await rm(index, { force: true });
-    await rm(verifyIndex, { force: true });
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

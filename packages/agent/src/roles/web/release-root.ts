@@ -4,7 +4,8 @@ import { basename, join } from "node:path";
 import { z } from "zod";
 import { commitPattern, errorSummary, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
-import { checkoutVerified, fetchCommit, FetchLimitError, freeBytes, mib, treeBytes } from "./git.ts";
+import { checkoutRelease, listTree, pristineManifest, type CheckoutResult, type ReleaseManifest } from "./checkout.ts";
+import { fetchCommit, FetchLimitError, freeBytes, mib } from "./git.ts";
 import { checkTree, MARKER, PrepareError, writeMarker } from "./tree.ts";
 import { probeHealth } from "./health.ts";
 import { syncDir, writeFileDurably } from "../../durable.ts";
@@ -22,6 +23,16 @@ const stateSchema = z.object({
   pending: z.object({ from: z.string().optional(), to: z.string() }).optional(),
 });
 export type RootState = z.infer<typeof stateSchema>;
+
+export interface PrepareResult {
+  /** The release was already prepared here: nothing was done. */
+  reused: boolean;
+  fetched: boolean;
+  /** Files hard-linked from the current release, and files written from the mirror. */
+  filesReused?: number;
+  filesWritten?: number;
+  buildMs?: number;
+}
 
 export type SwapOutcome =
   | { status: "active"; app: string; commit: string; previous?: string; swappedAt: number }
@@ -102,11 +113,12 @@ export class ReleaseRoot {
    * Fetches, checks out, verifies and builds a commit into releases/<commit>. Work happens in a
    * temporary directory renamed into place at the end, so nothing half-written is ever a release.
    */
-  prepare(repo: string, commit: string, signal: AbortSignal, log: Logger): Promise<{ reused: boolean; fetched: boolean; buildMs?: number }> {
+  prepare(repo: string, commit: string, signal: AbortSignal, log: Logger): Promise<PrepareResult> {
     return serialised(this.root, async () => {
       if (!this.settings.repos.includes(repo)) throw new PrepareError("REPO_NOT_ALLOWED", `repository ${repo} is not on app ${this.app}'s allowlist`);
       if (await this.isPrepared(commit)) return { reused: true, fetched: false };
       await mkdir(this.releasesDir, { recursive: true });
+      await mkdir(join(this.root, "manifests"), { recursive: true });
       await this.#removeLeftovers();
       const tmp = join(this.releasesDir, `.tmp-${commit}-${randomBytes(4).toString("hex")}`);
       const mirror = join(this.root, "mirror.git");
@@ -120,37 +132,53 @@ export class ReleaseRoot {
           throw new PrepareError("FETCH_FAILED", `could not fetch ${commit} from ${repo}: ${errorSummary(error)}`);
         }
         // Sized from the mirror before a byte is written out: too large, or no room, is said plainly.
-        const size = await treeBytes(mirror, commit, signal);
+        const entries = await listTree(mirror, commit, signal);
+        const size = entries.reduce((total, e) => total + e.size, 0);
         if (size > limits.releaseMB * 1048576) {
           throw new PrepareError("RELEASE_TOO_LARGE", `release ${commit} holds ${mib(size)} of files, more than the app's limit of ${mib(limits.releaseMB * 1048576)} (limits.releaseMB)`);
         }
+        const reuse = await this.#reuseSource();
+        // Files the current release holds unchanged are linked, not written: they take no room.
+        const needed = entries.filter((e) => reuse?.manifest.files[e.path]?.[0] !== e.object).reduce((total, e) => total + e.size, 0);
         const free = await freeBytes(this.root);
-        if (free - size < limits.minFreeMB * 1048576) {
-          throw new PrepareError("NO_SPACE", `release ${commit} needs ${mib(size)}; ${mib(free)} is free on ${this.root}, and ${mib(limits.minFreeMB * 1048576)} must stay free (limits.minFreeMB)`);
+        if (free - needed < limits.minFreeMB * 1048576) {
+          throw new PrepareError("NO_SPACE", `release ${commit} needs ${mib(needed)}; ${mib(free)} is free on ${this.root}, and ${mib(limits.minFreeMB * 1048576)} must stay free (limits.minFreeMB)`);
         }
+        let checkout: CheckoutResult;
         try {
-          await checkoutVerified(mirror, commit, tmp, signal);
+          checkout = await checkoutRelease(mirror, commit, tmp, signal, { entries, reuse });
         } catch (error) {
           // Git says "unable to write file" when the disk is full; the free space makes that plain.
           throw new PrepareError("CHECKOUT_FAILED", `could not check out ${commit}: ${errorSummary(error)} (${await freeSpace(this.root)})`);
         }
+        log.info({ reused: checkout.reused, written: checkout.written, from: reuse?.manifest.commit }, "release checked out and verified");
         await checkTree(tmp);
         let buildMs: number | undefined;
-        if (this.settings.build) {
-          log.info({ command: this.settings.build.command, user: this.settings.build.user }, "building release");
-          const built = await runBuild(this.settings.build, { cwd: tmp, signal, log });
+        let manifest: ReleaseManifest | undefined;
+        const build = this.settings.build;
+        if (build) {
+          log.info({ command: build.command, user: build.user }, "building release");
+          const built = await runBuild(build, {
+            cwd: tmp,
+            signal,
+            log,
+            // Only a build that cannot write the agent's files leaves files a later release may reuse.
+            beforeTakeBack: async () => void (manifest = build.user === false ? undefined : await pristineManifest(tmp, commit, checkout)),
+          });
           if (!built.ok) throw new PrepareError(built.code, built.error);
           buildMs = built.durationMs;
           // What the build made is checked as the repository's files were.
           await checkTree(tmp);
-        }
+        } else manifest = await pristineManifest(tmp, commit, checkout);
         await writeMarker(tmp, commit);
+        if (manifest) await writeFileDurably(this.#manifestPath(commit), JSON.stringify(manifest));
         await syncDir(tmp);
         await rename(tmp, join(this.releasesDir, commit));
         await syncDir(this.releasesDir);
-        return { reused: false, fetched, ...(buildMs === undefined ? {} : { buildMs }) };
+        return { reused: false, fetched, filesReused: checkout.reused, filesWritten: checkout.written, ...(buildMs === undefined ? {} : { buildMs }) };
       } catch (error) {
         await rm(tmp, { recursive: true, force: true });
+        await rm(this.#manifestPath(commit), { force: true });
         throw error;
       }
     });
@@ -226,6 +254,7 @@ export class ReleaseRoot {
       const retiredAt = state.retired[commit];
       if (retiredAt && now - Date.parse(retiredAt) < this.settings.graceSeconds * 1000) continue;
       await rm(join(this.releasesDir, commit), { recursive: true, force: true });
+      await rm(this.#manifestPath(commit), { force: true });
       removed.push(commit);
     }
     if (removed.length) {
@@ -235,6 +264,26 @@ export class ReleaseRoot {
       log.info({ removed }, "removed old releases");
     }
     return removed;
+  }
+
+  /**
+   * The release a new one may hard-link unchanged files from: the current one, with the
+   * manifest of its pristine files. None when builds run as the agent's own user.
+   */
+  async #reuseSource(): Promise<{ dir: string; manifest: ReleaseManifest } | undefined> {
+    if (this.settings.build?.user === false) return undefined;
+    const current = await this.current();
+    if (!current) return undefined;
+    try {
+      const manifest = JSON.parse(await readFile(this.#manifestPath(current), "utf8")) as ReleaseManifest;
+      return manifest.commit === current ? { dir: join(this.releasesDir, current), manifest } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #manifestPath(commit: string): string {
+    return join(this.root, "manifests", `${commit}.json`);
   }
 
   async #swap(commit: string): Promise<void> {
