@@ -1,6 +1,8 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
@@ -57,6 +59,43 @@ describe("release housekeeping", () => {
       assert.deepEqual((await root.readState()).failed, [bad]);
       assert.deepEqual(await healthy.prune(log), [bad]);
       assert.deepEqual((await root.readState()).failed, []);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("one step at a time on a deploy root, across processes", () => {
+  it("a prepare waits while another process (say `bosun agent --sync-once`) holds the deploy root", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "bosun-root-lock-"));
+    try {
+      const repo = await SiteRepo.create(join(dir, "repo"));
+      const commit = await repo.commit({ "index.html": "one\n" });
+      const rootDir = join(dir, "root");
+      await mkdir(rootDir, { recursive: true });
+      // Another Bosun process takes the root's lock and holds it until told to let go.
+      const script = `import { acquirePidLock } from "@bosun/core";
+const lock = await acquirePidLock(${JSON.stringify(join(rootDir, ".lock"))}, "test");
+process.stdout.write("held\\n");
+process.stdin.once("data", async () => { await lock.release(); process.stdout.write("released\\n"); process.exit(0); });`;
+      const holder = spawn(process.execPath, ["--input-type=module", "-e", script, "bosun-lock-holder"], { stdio: ["pipe", "pipe", "inherit"] });
+      const lines = createInterface({ input: holder.stdout! });
+      const said = (line: string) => new Promise<void>((resolve) => lines.on("line", (l) => l === line && resolve()));
+      await said("held");
+      const waited: string[] = [];
+      const logger = pino({ level: "info" }, { write: (line: string) => void waited.push(JSON.parse(line).msg) });
+      const root = new ReleaseRoot({ logger }, { app: "demo", settings: appSchema.parse({ root: rootDir, repos: [repo.dir] }) });
+      let preparedAt = 0;
+      const preparing = root.prepare(repo.dir, commit, signal, logger).then(() => (preparedAt = Date.now()));
+      for (let i = 0; i < 100 && !waited.includes("waiting for the deploy root"); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(waited.includes("waiting for the deploy root"), "the prepare says it waits");
+      assert.equal(preparedAt, 0, "and does not go ahead while the other process holds the root");
+      const released = said("released").then(() => Date.now());
+      holder.stdin!.write("go\n");
+      const releasedAt = await released;
+      await preparing;
+      assert.ok(preparedAt >= releasedAt, "the prepare ran once the root was free");
+      assert.equal(await root.isPrepared(commit), true);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -46,3 +46,28 @@ async function releaseIfOurs(path: string): Promise<void> {
   const holder = Number((await readFile(path, "utf8").catch(() => "")).trim());
   if (holder === process.pid) await rm(path, { force: true });
 }
+
+/**
+ * Runs `fn` holding the lock at `path`, waiting while another live process holds it (polling,
+ * as the holder may be any process), until `signal` aborts. `onWait` hears once that it waits.
+ */
+export async function withPidLock<T>(path: string, what: string, fn: () => Promise<T>, options: { signal?: AbortSignal; onWait?: (holder: string) => void } = {}): Promise<T> {
+  let told = false;
+  for (;;) {
+    let lock: { release(): Promise<void> };
+    try {
+      lock = await acquirePidLock(path, what);
+    } catch (error) {
+      if (!(error instanceof ConfigError) || options.signal?.aborted) throw error;
+      if (!told) options.onWait?.(error.message);
+      told = true;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      continue;
+    }
+    try {
+      return await fn();
+    } finally {
+      await lock.release();
+    }
+  }
+}

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import { commitPattern, errorSummary, type AppSettings, type Logger } from "@bosun/core";
+import { commitPattern, errorSummary, withPidLock, type AppSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutRelease, listTree, pristineManifest, type CheckoutResult, type ReleaseManifest } from "./checkout.ts";
 import { fetchCommit, FetchLimitError, freeBytes, mib } from "./git.ts";
@@ -41,11 +41,20 @@ export type SwapOutcome =
   /** The agent is stopping: the swap stays pending and the resumed command probes again. */
   | { status: "interrupted" };
 
-/** One lock per deploy root, so a node works on one app's releases one step at a time. */
+/**
+ * One step at a time per deploy root: in this process (a promise chain per root) and across
+ * processes (a lock file in the root), so `bosun agent --sync-once` and a running agent never
+ * work on one app's releases at once.
+ */
 const locks = new Map<string, Promise<unknown>>();
-function serialised<T>(key: string, fn: () => Promise<T>): Promise<T> {
-  const run = (locks.get(key) ?? Promise.resolve()).catch(() => undefined).then(fn);
-  locks.set(key, run);
+function serialised<T>(root: string, log: Logger, fn: () => Promise<T>): Promise<T> {
+  const run = (locks.get(root) ?? Promise.resolve())
+    .catch(() => undefined)
+    .then(async () => {
+      await mkdir(root, { recursive: true });
+      return withPidLock(join(root, ".lock"), `deploy root ${root}`, fn, { onWait: (holder) => log.info({ holder }, "waiting for the deploy root") });
+    });
+  locks.set(root, run);
   return run;
 }
 
@@ -114,7 +123,7 @@ export class ReleaseRoot {
    * temporary directory renamed into place at the end, so nothing half-written is ever a release.
    */
   prepare(repo: string, commit: string, signal: AbortSignal, log: Logger): Promise<PrepareResult> {
-    return serialised(this.root, async () => {
+    return serialised(this.root, this.#log, async () => {
       if (!this.settings.repos.includes(repo)) throw new PrepareError("REPO_NOT_ALLOWED", `repository ${repo} is not on app ${this.app}'s allowlist`);
       if (await this.isPrepared(commit)) return { reused: true, fetched: false };
       await mkdir(this.releasesDir, { recursive: true });
@@ -190,7 +199,7 @@ export class ReleaseRoot {
    * (by publish sequence) is skipped: nodes never move backwards because messages crossed.
    */
   activate(commit: string, sequence: number, options: { signal: AbortSignal; log: Logger; swapAt?: number }): Promise<SwapOutcome> {
-    return serialised(this.root, async () => {
+    return serialised(this.root, this.#log, async () => {
       const state = await this.readState();
       const current = await this.current();
       // An earlier run swapped and died before the health verdict: the release to fall back to is where that swap began.
