@@ -6,6 +6,7 @@ import { simpleGit } from "simple-git";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnBosun } from "../packages/cli/src/children.ts";
+import { needs } from "./helpers/tools.ts";
 
 /** Runs `bosun ARGS` in `cwd` with a bare environment: no AWS settings at all. */
 async function bosun(args: string[], cwd: string, env: Record<string, string> = {}) {
@@ -19,7 +20,6 @@ async function bosun(args: string[], cwd: string, env: Record<string, string> = 
     onLine: (line, stream) => (stream === "stdout" ? out : err).push(line),
   });
   const { code } = await proc.exited;
-  await new Promise((r) => setImmediate(r));
   return { code, stdout: out.join("\n"), stderr: err.join("\n") };
 }
 
@@ -34,7 +34,9 @@ async function processesIn(dir: string): Promise<number[]> {
   return pids;
 }
 
-describe("bosun dev", () => {
+const tools = needs({ git: "git" });
+
+describe("bosun dev", { skip: tools.skip }, () => {
   it("runs a local fleet that `bosun nodes` lists from the same directory, and Ctrl-C stops it all", async () => {
     const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
     try {
@@ -100,7 +102,7 @@ describe("bosun dev", () => {
   });
 });
 
-describe("bosun dev dies whole", () => {
+describe("bosun dev dies whole", { skip: tools.skip }, () => {
   it("a killed dev fleet takes its children with it; a restart stops survivors, and only web nodes deploy apps", async () => {
     const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
     const env = { PATH: process.env["PATH"], HOME: process.env["HOME"] };

@@ -53,8 +53,10 @@ describe("commands reach exactly their targets", () => {
     await fleet.waitForNodeEvent(command.id, "web-2", "done");
     assert.equal(countInLog(await probeLog(fleet, "web-1"), command.id), 1);
     assert.equal(countInLog(await probeLog(fleet, "web-2"), command.id), 1);
-    // SNS fans out at publish time, so anything for lb-1 would be in its queue or its log by now.
+    // SNS fans out at publish time, so anything for lb-1 would be in its queue, its dead-letter
+    // queue (where a wrong target goes) or its log by now.
     assert.equal(await queueDepth(fleet, fleet.nodeQueueName("lb-1")), 0);
+    assert.equal(await queueDepth(fleet, `${fleet.nodeQueueName("lb-1")}-dlq`), 0);
     assert.equal(countInLog(await probeLog(fleet, "lb-1"), command.id), 0);
     assert.deepEqual(
       fleet.eventsFor(command.id).map((e) => (e.payload as { node: { id: string } }).node.id).filter((id) => id === "lb-1"),
@@ -67,8 +69,10 @@ describe("commands reach exactly their targets", () => {
     await fleet.publish(command);
     await fleet.waitForNodeEvent(command.id, "web-2", "done");
     assert.equal(countInLog(await probeLog(fleet, "web-1"), command.id), 0);
-    assert.equal(await queueDepth(fleet, fleet.nodeQueueName("web-1")), 0);
-    assert.equal(await queueDepth(fleet, fleet.nodeQueueName("lb-1")), 0);
+    for (const other of ["web-1", "lb-1"]) {
+      assert.equal(await queueDepth(fleet, fleet.nodeQueueName(other)), 0);
+      assert.equal(await queueDepth(fleet, `${fleet.nodeQueueName(other)}-dlq`), 0, `${other} dead-lettered nothing`);
+    }
   });
 
   it("`bosun send --wait` shows every target's result and exits 0", async () => {

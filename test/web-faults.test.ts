@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { TestFleet } from "./helpers/fleet.ts";
 import { SiteRepo } from "./helpers/web.ts";
+import { needs } from "./helpers/tools.ts";
 
 const run = promisify(execFile);
 
@@ -17,7 +18,9 @@ const appsEnv = (root: string, repo: string, health?: string) => ({
   BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo], limits: { minFreeMB: 0 }, ...(health ? { health: { url: health, attempts: 1, timeoutSeconds: 60 } } : {}) } }),
 });
 
-describe("web faults", () => {
+const tools = needs({ git: "git" });
+
+describe("web faults", { skip: tools.skip }, () => {
   let fleet: TestFleet;
   let repo: SiteRepo;
   before(async () => {

@@ -1,9 +1,10 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readdir, readlink, rm, symlink } from "node:fs/promises";
+import { readdir, readFile, readlink, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { Nginx, SiteRepo, loadGenerator } from "./helpers/web.ts";
+import { needs } from "./helpers/tools.ts";
 
 interface WebNode {
   id: string;
@@ -15,7 +16,9 @@ interface WebNode {
 
 type ReleaseJson = { commit: string; active: string[]; failed: { node: string; phase: string; detail: string }[]; rolledBack: string[]; stopped?: string; ok: boolean };
 
-describe("web releases", () => {
+const tools = needs({ nginx: "nginx", git: "git" });
+
+describe("web releases", { skip: tools.skip }, () => {
   let fleet: TestFleet;
   let repo: SiteRepo;
   const nodes: WebNode[] = [];
@@ -66,6 +69,25 @@ describe("web releases", () => {
     assert.equal(out.code, 0, out.stdout);
   }
 
+  /** Every node serves a release and keeps another one of this repository, to swap between. */
+  async function ensureTwoKept(): Promise<void> {
+    await ensureServing();
+    const kept = async (node: WebNode) => (await readdir(join(node.root, "releases"))).filter((n) => pages.has(n)).length;
+    if ((await Promise.all(nodes.map(kept))).every((n) => n >= 2)) return;
+    await commitRelease(`second release for a test on its own ${pages.size}`);
+    const out = await release("main");
+    assert.equal(out.code, 0, out.stdout);
+  }
+
+  /**
+   * A publish sequence newer than anything the nodes have seen: tests that send activations
+   * themselves must not depend on what earlier tests left behind.
+   */
+  async function nextSequence(): Promise<number> {
+    const states = await Promise.all(nodes.map(async (n) => (JSON.parse(await readFile(join(n.root, "state.json"), "utf8").catch(() => "{}")) as { sequence?: number }).sequence ?? 0));
+    return Math.max(Date.now(), ...states) + 1;
+  }
+
   before(async () => {
     fleet = await TestFleet.start({ heartbeatSeconds: 1 });
     repo = await SiteRepo.create(join(fleet.dir, "site"));
@@ -105,6 +127,7 @@ describe("web releases", () => {
   });
 
   it("serves every request, never a mix of releases, while `current` is swapped 40 times under load", async () => {
+    await ensureTwoKept();
     const node = nodes[0]!;
     // Swap between the current release and another kept one, an even number of times, so the node ends where it began.
     const start = (await currentOf(node))!;
@@ -113,7 +136,7 @@ describe("web releases", () => {
     const kept = [other, start];
     const known = new Set(kept.map((c) => pages.get(c)!));
     const load = loadGenerator(`${node.nginx.url}/`, () => known);
-    let sequence = Date.now();
+    let sequence = await nextSequence();
     for (let i = 0; i < 40; i++) {
       const commit = kept[i % 2]!;
       const command = fleet.command("activate", { app: "demo", commit, sequence: ++sequence }, { nodes: [node.id] });
@@ -128,16 +151,22 @@ describe("web releases", () => {
   });
 
   it("every node swaps at the moment the activate command names, not when the command reaches it", async () => {
+    await ensureTwoKept();
     const start = await currentOf(nodes[0]!);
-    const other = (await readdir(join(nodes[0]!.root, "releases"))).find((n) => pages.has(n) && n !== start)!;
+    // A release both nodes keep besides the one they serve (the nodes serve the same one).
+    const keptBy = async (node: WebNode) => (await readdir(join(node.root, "releases"))).filter((n) => pages.has(n) && n !== start);
+    const [first, second] = await Promise.all(nodes.map(keptBy));
+    const other = first!.find((c) => second!.includes(c))!;
     for (const [commit, delay] of [[other, 1500], [start!, 800]] as const) {
       const at = Date.now() + delay;
-      const command = fleet.command("activate", { app: "demo", commit, sequence: Date.now(), at: new Date(at).toISOString() }, { roles: ["web"] });
+      const command = fleet.command("activate", { app: "demo", commit, sequence: await nextSequence(), at: new Date(at).toISOString() }, { roles: ["web"] });
       await fleet.publish(command);
       const swaps = await Promise.all(nodes.map(async (node) => ((await fleet.waitForNodeEvent(command.id, node.id, "done")).payload as { result: { swappedAt: number } }).result.swappedAt));
       for (const swappedAt of swaps) {
+        // The command reaches the nodes long before the moment: swapping on arrival fails here.
         assert.ok(swappedAt >= at, `swapped ${at - swappedAt} ms before the named moment`);
-        assert.ok(swappedAt - at < 250, `swapped ${swappedAt - at} ms after the named moment`);
+        // Lateness is the benchmark's to measure (bench/release.ts); here only a generous bound.
+        assert.ok(swappedAt - at < 2000, `swapped ${swappedAt - at} ms after the named moment`);
       }
     }
   });
@@ -218,8 +247,9 @@ describe("web releases", () => {
   });
 
   it("a repo off the allowlist, a failing build and a hanging build leave the site on its release, and the next release works", async () => {
+    await ensureServing();
     const before = new Map(await Promise.all(nodes.map(async (n) => [n.id, await currentOf(n)] as const)));
-    const other = await SiteRepo.create(join(fleet.dir, "other"));
+    const other = await SiteRepo.create(join(fleet.dir, `other-${Date.now()}`));
     await other.commit({ "index.html": "not ours" });
     const offList = await fleet.bosun(["release", "--app", "demo", "--ref", "main", "--repo", other.dir, "--wait", "--timeout", "30", "--json"]);
     assert.equal(offList.code, 1);
@@ -253,6 +283,7 @@ describe("web releases", () => {
   });
 
   it("a failed health check swaps that node back; past the failure budget the rollout stops and switched nodes go back", async () => {
+    await ensureServing();
     const before = new Map(await Promise.all(nodes.map(async (n) => [n.id, await currentOf(n)] as const)));
     // web-2 checks /must-exist.txt, which this release removes.
     await commitRelease("release D without the health file", { "must-exist.txt": null });
@@ -271,9 +302,10 @@ describe("web releases", () => {
   it("never moves back to an older release when two releases arrive out of order", async () => {
     const older = await commitRelease("release E");
     const newer = await commitRelease("release F");
-    const now = Date.now();
-    const newerCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: newer, sequence: now + 2000, activate: true }, { roles: ["web"] });
-    const olderCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: older, sequence: now + 1000, activate: true }, { roles: ["web"] });
+    // Publish sequences a few steps apart, all newer than anything the nodes have seen.
+    const now = await nextSequence();
+    const newerCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: newer, sequence: now + 2, activate: true }, { roles: ["web"] });
+    const olderCommand = fleet.command("release", { app: "demo", repo: repo.dir, commit: older, sequence: now + 1, activate: true }, { roles: ["web"] });
     // The newer release lands first; the older one, published earlier, arrives after it.
     await fleet.publish(newerCommand);
     for (const node of nodes) await fleet.waitForNodeEvent(newerCommand.id, node.id, "done", 30_000);
@@ -285,7 +317,7 @@ describe("web releases", () => {
       assert.equal(await serving(node), pages.get(newer));
     }
     // A rollback issued before the newer release, arriving after it, is just as old.
-    const staleRollback = fleet.command("rollback", { app: "demo", to: older, sequence: now + 1500 }, { roles: ["web"] });
+    const staleRollback = fleet.command("rollback", { app: "demo", to: older, sequence: now + 1 }, { roles: ["web"] });
     await fleet.publish(staleRollback);
     for (const node of nodes) {
       const skipped = await fleet.waitForNodeEvent(staleRollback.id, node.id, "done", 30_000);
@@ -296,8 +328,8 @@ describe("web releases", () => {
     const first = await commitRelease("release F2");
     const second = await commitRelease("release F3");
     const together = [
-      fleet.command("release", { app: "demo", repo: repo.dir, commit: second, sequence: now + 4000, activate: true }, { roles: ["web"] }),
-      fleet.command("release", { app: "demo", repo: repo.dir, commit: first, sequence: now + 3000, activate: true }, { roles: ["web"] }),
+      fleet.command("release", { app: "demo", repo: repo.dir, commit: second, sequence: now + 4, activate: true }, { roles: ["web"] }),
+      fleet.command("release", { app: "demo", repo: repo.dir, commit: first, sequence: now + 3, activate: true }, { roles: ["web"] }),
     ];
     await Promise.all(together.map((c) => fleet.publish(c)));
     for (const node of nodes) {
@@ -307,6 +339,7 @@ describe("web releases", () => {
   });
 
   it("keeps the configured number of releases besides current and previous", async () => {
+    await ensureServing();
     for (const node of nodes) {
       const kept = (await readdir(join(node.root, "releases"))).filter((e) => !e.startsWith("."));
       assert.ok(kept.length <= 2 + 2, `at most keep(2) + current + previous: ${kept.length}`);
@@ -315,6 +348,7 @@ describe("web releases", () => {
   });
 
   it("`bosun agent --sync-once` brings a new node to the desired release, and is quick when already current", async () => {
+    await ensureServing();
     const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
     const root = join(fleet.dir, "www", "web-new", "demo");
     const env = { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) };
@@ -329,6 +363,7 @@ describe("web releases", () => {
   });
 
   it("an agent that starts after a release was published brings its node to it once subscribed", async () => {
+    await ensureServing();
     const desired = (JSON.parse((await fleet.bosun(["releases", "--app", "demo", "--json"])).stdout) as { desired: { commit: string } }).desired.commit;
     const root = join(fleet.dir, "www", "web-late", "demo");
     const late = await fleet.startAgent("web-late", ["web"], { BOSUN_APPS: JSON.stringify({ demo: { root, repos: [repo.dir], build: { command: ["sh", "build.sh"] } } }) });
@@ -338,10 +373,11 @@ describe("web releases", () => {
   });
 
   it("an agent killed mid-prepare resumes after restart; nothing half-written becomes current", async () => {
+    await ensureServing();
     const node = nodes[0]!;
     const before = await currentOf(node);
     const slow = await commitRelease("release G with a slow build", { "build.sh": "sleep 1\n" });
-    const command = fleet.command("release", { app: "demo", repo: repo.dir, commit: slow, sequence: Date.now() + 10_000, activate: true }, { nodes: [node.id] });
+    const command = fleet.command("release", { app: "demo", repo: repo.dir, commit: slow, sequence: await nextSequence(), activate: true }, { nodes: [node.id] });
     await fleet.publish(command);
     await node.agent.waitForLog((r) => r.msg === "building release" && r["commandId"] === command.id, "the build to start");
     node.agent.child.kill("SIGKILL");

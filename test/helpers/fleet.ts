@@ -201,8 +201,6 @@ export class TestFleet {
     const err: string[] = [];
     const proc = spawnBosun({ name: "cli", args, env: this.env(env), onLine: (line, stream) => (stream === "stdout" ? out : err).push(line) });
     const { code } = await proc.exited;
-    // Let readline deliver the last lines.
-    await new Promise((r) => setImmediate(r));
     return { code, stdout: out.join("\n"), stderr: err.join("\n") };
   }
 

@@ -69,3 +69,85 @@ describe("the message pipeline", () => {
     }
   });
 });
+
+describe("the message pipeline's outcomes", () => {
+  const command = (handle: CommandDefinition<never>["handle"], onInterrupted: "resume" | "fail" = "resume") =>
+    defineCommand(defineContract({ type: "job", summary: "a test job", payload: z.object({}).strict() }), { onInterrupted, handle }) as CommandDefinition<never>;
+
+  it("bad input is dead-lettered with its reason and reported, and never reaches a handler", async () => {
+    let ran = 0;
+    const h = await PipelineHarness.create([command(async () => ((ran += 1), { status: "done", result: {} }))]);
+    try {
+      const cases: [string, string][] = [
+        ["{not json", "malformed-json"],
+        [JSON.stringify({ ...h.command("job", {}), sig: "" }), "unsigned"],
+        [JSON.stringify({ ...h.command("job", {}), payload: { extra: 1 } }), "bad-signature"],
+        [JSON.stringify(h.command("job", { extra: 1 })), "bad-payload"],
+        [JSON.stringify(h.command("nope", {})), "unknown-type"],
+        [JSON.stringify(h.command("job", {}, { nodes: ["node-2"] })), "wrong-target"],
+      ];
+      for (const [body, reason] of cases) {
+        const disposition = await h.pipeline.handle(h.delivery(body), new AbortController().signal);
+        assert.equal(disposition.action === "dead-letter" && disposition.reason, reason);
+        assert.ok(h.events.of("refused").some((e) => (e.payload as { reason: string }).reason === reason), `a refused event for ${reason}`);
+      }
+      assert.equal(ran, 0);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a handler asking to be retried leaves no ledger entry, so the next delivery runs afresh", async () => {
+    let runs = 0;
+    const h = await PipelineHarness.create([command(async () => (++runs === 1 ? { status: "retry", reason: "busy", afterSeconds: 3 } : { status: "done", result: {} }))]);
+    try {
+      const body = JSON.stringify(h.command("job", {}));
+      assert.deepEqual(await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal), { action: "retry", retryAfterSeconds: 3 });
+      assert.deepEqual(await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal), { action: "delete" });
+      assert.equal(runs, 2);
+      assert.deepEqual(h.events.of("ack").map((e) => (e.payload as { resumed: boolean }).resumed), [false, false]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("an interrupted command resumes on its next delivery, or is reported failed when it cannot resume", async () => {
+    for (const onInterrupted of ["resume", "fail"] as const) {
+      let runs = 0;
+      const h = await PipelineHarness.create([command(async () => (++runs === 1 ? { status: "interrupted" } : { status: "done", result: {} }), onInterrupted)]);
+      try {
+        const envelope = h.command("job", {});
+        const body = JSON.stringify(envelope);
+        const first = await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal);
+        if (onInterrupted === "resume") {
+          assert.deepEqual(first, { action: "retry", retryAfterSeconds: 0 });
+          assert.equal((await h.ledger.get(envelope.id))?.state, "started");
+          assert.deepEqual(await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal), { action: "delete" });
+          assert.deepEqual(h.events.of("ack").map((e) => (e.payload as { resumed: boolean }).resumed), [false, true]);
+          assert.equal(h.events.of("done", envelope.id).length, 1);
+        } else {
+          assert.deepEqual(first, { action: "delete" });
+          assert.equal((h.events.of("failed", envelope.id)[0]?.payload as { code: string }).code, "INTERRUPTED");
+          assert.equal(runs, 1);
+        }
+      } finally {
+        await h.close();
+      }
+    }
+  });
+
+  it("the same delivery of a finished command again reports its result again and has no effect", async () => {
+    let runs = 0;
+    const h = await PipelineHarness.create([command(async () => ((runs += 1), { status: "done", result: { n: runs } }))]);
+    try {
+      const envelope = h.command("job", {});
+      const body = JSON.stringify(envelope);
+      await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal);
+      assert.deepEqual(await h.pipeline.handle(h.delivery(body, "m"), new AbortController().signal), { action: "delete" });
+      assert.equal(runs, 1);
+      assert.deepEqual(h.events.of("done", envelope.id).map((e) => (e.payload as { result: unknown }).result), [{ n: 1 }, { n: 1 }]);
+    } finally {
+      await h.close();
+    }
+  });
+});

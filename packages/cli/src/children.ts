@@ -14,6 +14,7 @@ export const mainScript = fileURLToPath(new URL("./main.ts", import.meta.url));
 export interface BosunProcess {
   name: string;
   child: ChildProcess;
+  /** Resolves once the child has exited and its output has ended. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGTERM, then SIGKILL if it has not exited by the deadline. Resolves with how it exited. */
   stop(deadlineMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -41,7 +42,8 @@ export function spawnBosun(options: {
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream]! }).on("line", (line) => options.onLine?.(line, stream));
   }
-  const exited = once(child, "exit").then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  // "close", not "exit": by then every line the child printed has been handed to onLine.
+  const exited = once(child, "close").then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   return {
     name: options.name,
     child,
