@@ -39,11 +39,12 @@ const tools = needs({ git: "git" });
 describe("bosun dev", { skip: tools.skip }, () => {
   it("runs a local fleet that `bosun nodes` lists from the same directory, and Ctrl-C stops it all", async () => {
     const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
+    let dev: ReturnType<typeof spawnBosun> | undefined;
     try {
       const lines: string[] = [];
       let ready!: () => void;
       const running = new Promise<void>((r) => (ready = r));
-      const dev = spawnBosun({
+      dev = spawnBosun({
         name: "dev",
         args: ["dev", "--port", "0", "--site-port", "0", "--no-db"],
         cwd: dir,
@@ -97,6 +98,7 @@ describe("bosun dev", { skip: tools.skip }, () => {
       assert.deepEqual(await processesIn(dir), [], "no process of the fleet is left");
       assert.ok(lines.filter((l) => l.includes("agent stopped")).length === 3, "each agent stopped cleanly");
     } finally {
+      await dev?.stop(30_000);
       await rm(dir, { recursive: true, force: true });
     }
   });
@@ -106,6 +108,7 @@ describe("bosun dev dies whole", { skip: tools.skip }, () => {
   it("a killed dev fleet takes its children with it; a restart stops survivors, and only web nodes deploy apps", async () => {
     const dir = await mkdtemp(join(tmpdir(), "bosun-dev-"));
     const env = { PATH: process.env["PATH"], HOME: process.env["HOME"] };
+    const started: ReturnType<typeof spawnBosun>[] = [];
     const startDev = async () => {
       const lines: string[] = [];
       let ready!: () => void;
@@ -120,6 +123,7 @@ describe("bosun dev dies whole", { skip: tools.skip }, () => {
           if (line.startsWith("Local fleet running")) ready();
         },
       });
+      started.push(dev);
       await Promise.race([running, dev.exited.then(() => Promise.reject(new Error(`bosun dev exited early:\n${lines.join("\n")}`)))]);
       return { dev, lines };
     };
@@ -155,13 +159,17 @@ describe("bosun dev dies whole", { skip: tools.skip }, () => {
       assert.equal(alive(survivor.pid!), false);
 
       // Restarted with a release desired: web nodes come back to it, the balancer deploys nothing.
-      await waitFor("lb-1 says it deploys no apps", () => second.lines.some((l) => l.includes("lb-1") && l.includes("not a web node: apps in the config are not deployed here")));
+      // The balancer runs without the web role: it takes no web commands and deploys no apps.
+      await waitFor("lb-1 runs", () => second.lines.some((l) => l.includes("lb-1") && l.includes("agent running")));
+      assert.ok(second.lines.some((l) => l.includes("lb-1") && l.includes("agent running") && l.includes("plugins=[]")), "lb-1 has no role plug-in");
       await waitFor("web-1 checks its app", () => second.lines.some((l) => l.includes("web-1") && l.includes("after subscribing")));
       await assert.rejects(stat(join(dir, ".bosun", "dev", "nodes", "publisher")), "no app was deployed from the publisher's settings");
       second.dev.child.kill("SIGINT");
       assert.equal((await second.dev.exited).code, 0);
       assert.deepEqual(await processesIn(dir), [], "no process of the fleet is left");
     } finally {
+      // A failed assertion must not leave a fleet running (it would hold this test file open).
+      await Promise.all(started.map((p) => p.stop(30_000)));
       await rm(dir, { recursive: true, force: true });
     }
   });
