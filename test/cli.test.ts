@@ -134,6 +134,10 @@ describe("bosun dev dies whole", { skip: tools.skip }, () => {
     try {
       const first = await startDev();
       await waitFor("the agents run", () => first.lines.filter((l) => l.includes("agent running")).length === 3);
+      await waitFor("the coordinator lists the web nodes", async () => {
+        const listed = await bosun(["nodes", "--role", "web", "--json"], dir);
+        return listed.code === 0 && (JSON.parse(listed.stdout) as unknown[]).length === 2;
+      });
       const release = await bosun(["release", "--app", "demo", "--ref", "HEAD", "--wait", "--json"], dir);
       assert.equal(release.code, 0, release.stdout + release.stderr);
       const children = (JSON.parse(await readFile(join(dir, ".bosun", "dev", "children.json"), "utf8")) as { pid: number }[]).map((c) => c.pid);

@@ -15,8 +15,6 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
     fleet.bosun(["agent"], {
       AWS_EC2_METADATA_SERVICE_ENDPOINT: ec2.imdsEndpoint,
       AWS_ENDPOINT_URL_EC2: ec2.ec2Endpoint,
-      BOSUN_KEY_ID: "fleet",
-      BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
     });
 
   it("uses the IMDSv2 instance id and the bosun:role tag, and serves commands for those roles", async () => {
@@ -26,8 +24,6 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
       const env = { AWS_EC2_METADATA_SERVICE_ENDPOINT: ec2.imdsEndpoint, AWS_ENDPOINT_URL_EC2: ec2.ec2Endpoint };
       const agent = fleet.spawn("ec2-agent", ["agent"], {
         BOSUN_STATE_DIR: fleet.stateDir("ec2"),
-        BOSUN_KEY_ID: "fleet",
-        BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
         ...env,
       });
       const running = await agent.waitForLog((r) => r.msg === "agent running", "the agent to start");
@@ -73,8 +69,6 @@ describe("an agent on EC2 takes its identity from instance metadata and tags", (
   it("off EC2 without --node-id, it says to pass --node-id and --role", async () => {
     const result = await fleet.bosun(["agent"], {
       AWS_EC2_METADATA_SERVICE_ENDPOINT: "http://127.0.0.1:9",
-      BOSUN_KEY_ID: "fleet",
-      BOSUN_SIGNING_KEY: `${fleet.dir}/keys/fleet.key`,
     });
     assert.equal(result.code, 3);
     assert.match(result.stderr, /Cannot read the instance id from EC2 instance metadata \(IMDSv2\).*pass --node-id and --role/);

@@ -48,6 +48,7 @@ describe("web releases", { skip: tools.skip }, () => {
     };
     const env = { BOSUN_APPS: JSON.stringify(apps) };
     const agent = await fleet.startAgent(id, ["web"], env);
+    await fleet.waitForNodes([id]);
     return { id, root, nginx, agent, env };
   }
 

@@ -235,14 +235,10 @@ write_file "${ETC}/env" 0640 < <(
     "# These override /etc/bosun/bosun.json. Site settings belong in bosun.json." \
     "# Roles at the last run (a change restarts the services): ${roles_seen}" \
     "AWS_REGION=${region}" "BOSUN_CLUSTER=${cluster}" "BOSUN_BUCKET=${BOSUN_BUCKET}"
-  if ${has_agent}; then
-    printf '%s\n' "BOSUN_KEY_ID=fleet" "BOSUN_SIGNING_KEY=${ETC}/keys/fleet.pem"
-  fi
 )
 
-if ${has_agent}; then
-  fetch_key fleet
-fi
+# An agent makes its own event key in /var/lib/bosun and registers its public half under its own
+# prefix in the bucket (the node's IAM role can write nowhere else); no shared key to fetch.
 if ${has_coordinator}; then
   fetch_key coordinator
   write_file "${ETC}/coordinator.env" 0640 <<EOF
@@ -257,10 +253,8 @@ if [[ ! -e ${ETC}/bosun.json ]]; then
   write_file "${ETC}/bosun.json" 0640 <<<'{}'
 fi
 
-# A private key stays only on a node whose roles use it.
-if ! ${has_agent}; then
-  rm -f -- "${ETC}/keys/fleet.pem"
-fi
+# A private key stays only on a node whose roles use it (and the shared key of older versions goes).
+rm -f -- "${ETC}/keys/fleet.pem"
 if ! ${has_coordinator}; then
   rm -f -- "${ETC}/keys/coordinator.pem" "${ETC}/coordinator.env"
 fi

@@ -2,7 +2,20 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import { createAwsClients, destroyAwsClients, Bus, ensureSubscribedQueue, ensureTopic, EventWatcher, names, nodeFilterPolicy, type AwsClients } from "@bosun/aws";
+import {
+  createAwsClients,
+  destroyAwsClients,
+  Bus,
+  ensureSubscribedQueue,
+  ensureTopic,
+  EventVerifier,
+  EventWatcher,
+  NodeKeyDirectory,
+  StateStore,
+  names,
+  nodeFilterPolicy,
+  type AwsClients,
+} from "@bosun/aws";
 import { TrustStore, createMessage, loadSigner, type Envelope, type NewMessage, type Signer } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../../packages/cli/src/children.ts";
 import { startEmulator, type Emulator } from "../../packages/cli/src/emulator.ts";
@@ -60,6 +73,7 @@ export class TestFleet {
   #watching = new AbortController();
   #watchLoop: Promise<void> | undefined;
   readonly configFile: string;
+  verifier!: EventVerifier;
 
   private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string) {
     this.dir = dir;
@@ -90,7 +104,6 @@ export class TestFleet {
     for (const [id, allow] of [
       ["oncall", ["*"]],
       ["ci", ["release", "activate", "rollback"]],
-      ["fleet", ["event:*"]],
       ["coordinator", ["*", "event:*"]],
     ] as const) {
       await keysGenerate({ id, allow: [...allow], dir: keys, trustFile });
@@ -109,19 +122,22 @@ export class TestFleet {
         signingKey: join(keys, "oncall.key"),
         heartbeatSeconds: 1,
         lostAfterSeconds: 4,
+        fleetSnapshotSeconds: 1,
+        coordinatorLeaseSeconds: 3,
         visibilityTimeoutSeconds: 5,
         shutdownDeadlineSeconds: 10,
         ...settings,
       }),
     );
-    for (const id of ["oncall", "ci", "fleet", "coordinator"]) fleet.signers.set(id, loadSigner(id, join(keys, `${id}.key`)));
+    for (const id of ["oncall", "ci", "coordinator"]) fleet.signers.set(id, loadSigner(id, join(keys, `${id}.key`)));
     fleet.signers.set("rogue", loadSigner("rogue", join(dir, "rogue-keys", "rogue.key")));
     const topicArn = await ensureTopic(fleet.clients, fleet.cluster);
     fleet.#bus = new Bus({ clients: fleet.clients }, { topicArn });
-    fleet.#watcher = await EventWatcher.open(
-      { clients: fleet.clients, trust: fleet.trust },
-      { cluster: fleet.cluster, topicArn, maxBytes: 262144 },
+    fleet.verifier = new EventVerifier(
+      { trust: fleet.trust, keys: new NodeKeyDirectory({ store: new StateStore({ clients: fleet.clients }, { bucket: `b-${fleet.cluster}` }) }, { topicArn }) },
+      { maxBytes: 262144 },
     );
+    fleet.#watcher = await EventWatcher.open({ clients: fleet.clients, verifier: fleet.verifier }, { cluster: fleet.cluster, topicArn, leaseSeconds: 3600 });
     fleet.#watchLoop = (async () => {
       for await (const item of fleet.#watcher!.events(fleet.#watching.signal)) if (item.ok) fleet.events.push(item.envelope);
     })();
@@ -145,10 +161,9 @@ export class TestFleet {
 
   /** Starts `bosun agent` for a node and waits until it is receiving. */
   async startAgent(nodeId: string, roles: string[], env: Record<string, string> = {}): Promise<TestProcess> {
+    // Each agent makes and registers its own key in its state directory.
     const proc = this.spawn(nodeId, ["agent", "--node-id", nodeId, ...roles.flatMap((r) => ["--role", r])], {
       BOSUN_STATE_DIR: this.stateDir(nodeId),
-      BOSUN_KEY_ID: "fleet",
-      BOSUN_SIGNING_KEY: join(this.dir, "keys", "fleet.key"),
       ...env,
     });
     await Promise.race([
@@ -166,6 +181,19 @@ export class TestFleet {
     });
     await proc.waitForLog((r) => r.msg === "coordinator running", "the coordinator to start", 20_000);
     return proc;
+  }
+
+  /** Waits until the coordinator's fleet snapshot lists each node as up (what `bosun nodes` and `--wait` read). */
+  async waitForNodes(ids: readonly string[], timeoutMs = 20_000): Promise<void> {
+    const store = new StateStore({ clients: this.clients }, { bucket: `b-${this.cluster}` });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const snapshot = await store.get<{ nodes: { id: string; status: string }[] }>("state/fleet.json");
+      const up = new Set((snapshot?.nodes ?? []).filter((n) => n.status === "up").map((n) => n.id));
+      if (ids.every((id) => up.has(id))) return;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the fleet snapshot to list ${ids.filter((id) => !up.has(id)).join(", ")} as up`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   stateDir(nodeId: string): string {

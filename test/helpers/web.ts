@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { ChildServer } from "./process.ts";
 import { fileURLToPath } from "node:url";
 import { simpleGit } from "simple-git";
 
@@ -61,15 +62,13 @@ export async function freePort(): Promise<number> {
 const appConf = fileURLToPath(new URL("../../deploy/nginx/bosun-app.conf", import.meta.url));
 
 /** nginx from Debian serving `<root>/current` on a free port, in the foreground, until stop(). */
-export class Nginx {
+export class Nginx extends ChildServer {
   readonly port: number;
-  readonly #child: ChildProcess;
-  readonly #exited: Promise<unknown>;
 
   private constructor(port: number, child: ChildProcess) {
+    // SIGQUIT: nginx's graceful stop.
+    super(child, "SIGQUIT");
     this.port = port;
-    this.#child = child;
-    this.#exited = once(child, "exit");
   }
 
   get url(): string {
@@ -113,15 +112,6 @@ http {
     }
     await nginx.stop();
     throw new Error("nginx did not start answering");
-  }
-
-  async stop(): Promise<void> {
-    if (this.#child.exitCode === null && this.#child.signalCode === null) {
-      this.#child.kill("SIGQUIT");
-      const timer = setTimeout(() => this.#child.kill("SIGKILL"), 5000);
-      await this.#exited;
-      clearTimeout(timer);
-    }
   }
 }
 

@@ -5,7 +5,6 @@ import {
   BOSUN_VERSION,
   Lifecycle,
   acquirePidLock,
-  createMessage,
   type Clock,
   type EventPayload,
   type EventType,
@@ -14,7 +13,6 @@ import {
   type RoleReports,
   type ServiceState,
   type Settings,
-  type Signer,
   type TrustStore,
 } from "@bosun/core";
 import {
@@ -26,13 +24,14 @@ import {
   names,
   nodeFilterPolicy,
   removeQueue,
-  stateKeys,
   type AwsClients,
   type QueueRef,
 } from "@bosun/aws";
 import type { CommandDefinition } from "./command.ts";
 import { spineCommands } from "./commands/index.ts";
 import { Ledger } from "./ledger.ts";
+import { NodeKeyring } from "./node-key.ts";
+import { NodeEventPublisher } from "./node-events.ts";
 import { MessagePipeline, type EventSink } from "./pipeline.ts";
 import type { Role, RoleFactory, RoleServices } from "./role.ts";
 
@@ -43,8 +42,6 @@ export interface AgentDeps {
   logger: Logger;
   clock: Clock;
   trust: TrustStore;
-  /** The key the agent signs its events with. */
-  signer: Signer;
 }
 
 export interface AgentOptions {
@@ -76,6 +73,9 @@ export class Agent {
   #consumer: QueueConsumer | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #lock: { release(): Promise<void> } | undefined;
+  readonly #store: StateStore;
+  #keyring: NodeKeyring | undefined;
+  #events: NodeEventPublisher | undefined;
   #decommissioned = false;
   #stopped: { promise: Promise<"stopped" | "decommissioned">; resolve: (how: "stopped" | "decommissioned") => void };
 
@@ -86,16 +86,35 @@ export class Agent {
     this.#lifecycle = new Lifecycle(this.#log, "agent");
     this.#ledger = new Ledger({ dir: join(options.settings.stateDir, "ledger") });
     this.#startedAt = deps.clock.now();
-    const events: EventSink = { emit: (type, correlationId, payload) => this.#emit(type, correlationId, payload) };
+    // Events go out once the agent has started and holds its node key; the pipeline and roles get them through here.
+    const events: EventSink = {
+      emit: (type, correlationId, payload, emitOptions) => {
+        if (!this.#events) return Promise.reject(new Error(`cannot publish ${type} before the agent has started`));
+        return this.#events.emit(type, correlationId, payload, emitOptions);
+      },
+    };
+    this.#store = new StateStore({ clients: deps.clients }, { bucket: options.settings.bucket });
     const services: RoleServices = {
       node: options.node,
       settings: options.settings,
       logger: this.#log,
       clock: deps.clock,
       clients: deps.clients,
-      store: new StateStore({ clients: deps.clients }, { bucket: options.settings.bucket }),
+      store: this.#store,
       trust: deps.trust,
       events,
+      nodeKeys: {
+        rotate: async () => {
+          const kid = await this.#keyring!.rotate();
+          await this.#keyring!.register(this.#store, this.#bus!.topicArn, options.node.id);
+          return kid;
+        },
+        retire: async () => {
+          const retired = await this.#keyring!.retire();
+          await this.#keyring!.register(this.#store, this.#bus!.topicArn, options.node.id);
+          return retired;
+        },
+      },
     };
     this.#roles = options.roles.map((factory) => factory(services));
     this.#pipeline = new MessagePipeline(
@@ -130,11 +149,21 @@ export class Agent {
       });
       this.#consumer = new QueueConsumer(
         { clients: this.#deps.clients, logger: this.#log },
-        { queueUrl: this.#queue.url, dlqUrl: this.#queue.dlqUrl, concurrency: settings.concurrency, visibilityTimeoutSeconds: settings.visibilityTimeoutSeconds },
+        {
+          queueUrl: this.#queue.url,
+          dlqUrl: this.#queue.dlqUrl,
+          concurrency: settings.concurrency,
+          visibilityTimeoutSeconds: settings.visibilityTimeoutSeconds,
+          deadLettered: this.#ledger.deadLettered,
+        },
       );
-      await new StateStore({ clients: this.#deps.clients }, { bucket: settings.bucket })
-        .put(stateKeys.node(node.id), { id: node.id, roles: node.roles, status: "up", version: BOSUN_VERSION, startedAt: this.#startedAt.toISOString(), lastSeen: this.#startedAt.toISOString() })
-        .catch((error: unknown) => this.#log.warn({ err: error }, "could not write the node record; the coordinator will"));
+      // The node's own key signs its events; its public half is registered under the node's own prefix first.
+      this.#keyring = await NodeKeyring.open(settings.stateDir);
+      await this.#keyring.register(this.#store, topicArn, node.id);
+      this.#events = new NodeEventPublisher(
+        { bus: this.#bus, store: this.#store, clock: this.#deps.clock, logger: this.#log },
+        { node, keyring: this.#keyring, ttlSeconds: settings.commandTtlSeconds },
+      );
       // Before receiving: a late copy of an abandoned command then finds it already reported.
       await this.#pipeline.reportAbandoned();
       this.#consumer.start((message, signal) => this.#pipeline.handle(message, signal));
@@ -209,17 +238,9 @@ export class Agent {
     return reports as RoleReports;
   }
 
-  async #emit<T extends EventType>(type: T, correlationId: string, payload: EventPayload<T>): Promise<void> {
-    if (!this.#bus) throw new Error(`cannot publish ${type} before the agent has started`);
-    const envelope = createMessage(this.#deps.signer, {
-      kind: "event",
-      type,
-      payload,
-      correlationId,
-      ttlSeconds: this.#options.settings.commandTtlSeconds,
-      now: this.#deps.clock.now(),
-    });
-    await this.#bus.publish(envelope);
+  #emit<T extends EventType>(type: T, correlationId: string, payload: EventPayload<T>): Promise<void> {
+    if (!this.#events) return Promise.reject(new Error(`cannot publish ${type} before the agent has started`));
+    return this.#events.emit(type, correlationId, payload);
   }
 }
 

@@ -7,9 +7,9 @@ function tempBeside(path: string): string {
   return `${path}.${process.pid}-${randomBytes(6).toString("hex")}.tmp`;
 }
 
-async function writeSynced(path: string, data: string): Promise<void> {
+async function writeSynced(path: string, data: string, mode = 0o640): Promise<void> {
   // "wx": the temporary name is new, and an existing file (or a planted link) is never followed.
-  const file = await open(path, "wx", 0o640);
+  const file = await open(path, "wx", mode);
   try {
     await file.writeFile(data);
     await file.sync();
@@ -32,10 +32,10 @@ export async function syncDir(path: string): Promise<void> {
  * Replaces a file so that a crash leaves either the old content or the new, never a torn mix:
  * write a temporary file beside it, fsync it, rename(2) it over the old one, fsync the directory.
  */
-export async function writeFileDurably(path: string, data: string): Promise<void> {
+export async function writeFileDurably(path: string, data: string, options: { mode?: number } = {}): Promise<void> {
   const tmp = tempBeside(path);
   try {
-    await writeSynced(tmp, data);
+    await writeSynced(tmp, data, options.mode);
     await rename(tmp, path);
   } catch (error) {
     await rm(tmp, { force: true });
@@ -50,10 +50,10 @@ export async function writeFileDurably(path: string, data: string): Promise<void
  * fails with EEXIST when another writer (in this process or another) got there first.
  * Returns false when the file already existed.
  */
-export async function createFileDurably(path: string, data: string): Promise<boolean> {
+export async function createFileDurably(path: string, data: string, options: { mode?: number } = {}): Promise<boolean> {
   const tmp = tempBeside(path);
   try {
-    await writeSynced(tmp, data);
+    await writeSynced(tmp, data, options.mode);
     await link(tmp, path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;

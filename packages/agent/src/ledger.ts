@@ -1,4 +1,4 @@
-import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import { createFileDurably, writeFileDurably } from "./durable.ts";
@@ -37,6 +37,17 @@ export class Ledger {
   async open(): Promise<void> {
     await mkdir(this.#dir, { recursive: true, mode: 0o700 });
     await chmod(this.#dir, 0o700);
+    await mkdir(join(this.#dir, "dead-lettered"), { recursive: true });
+  }
+
+  /** SQS messages this node moved to its dead-letter queue (see ConsumerOptions.deadLettered). */
+  readonly deadLettered = {
+    has: (sqsMessageId: string): Promise<boolean> => stat(this.#deadLetterPath(sqsMessageId)).then(() => true, () => false),
+    add: async (sqsMessageId: string): Promise<void> => void (await createFileDurably(this.#deadLetterPath(sqsMessageId), "")),
+  };
+
+  #deadLetterPath(sqsMessageId: string): string {
+    return join(this.#dir, "dead-lettered", sqsMessageId.replace(/[^A-Za-z0-9-]/g, "_"));
   }
 
   async get(id: string): Promise<LedgerEntry | undefined> {
@@ -79,7 +90,14 @@ export class Ledger {
   /** Forgets entries whose commands have expired: a copy of those is refused as expired anyway. */
   async prune(olderThan: Date): Promise<number> {
     let removed = 0;
+    // A message SQS could still deliver is at most 14 days old (the longest retention).
+    const deadLetters = join(this.#dir, "dead-lettered");
+    for (const name of await readdir(deadLetters).catch(() => [] as string[])) {
+      const info = await stat(join(deadLetters, name)).catch(() => undefined);
+      if (info && Date.now() - info.mtimeMs > 14 * 24 * 3600_000) await rm(join(deadLetters, name), { force: true });
+    }
     for (const name of await readdir(this.#dir)) {
+      if (name === "dead-lettered") continue;
       if (name.endsWith(".tmp")) {
         await rm(join(this.#dir, name), { force: true });
         continue;

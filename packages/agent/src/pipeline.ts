@@ -20,7 +20,8 @@ import type { RoleServices } from "./role.ts";
 
 /** Where the pipeline reports acks, progress, results and refusals: the bus, or a spy in tests. */
 export interface EventSink {
-  emit<T extends EventType>(type: T, correlationId: string, payload: EventPayload<T>): Promise<void>;
+  /** `result`: the event ends a command on this node; it is also kept where the command's issuer finds it. */
+  emit<T extends EventType>(type: T, correlationId: string, payload: EventPayload<T>, options?: { result?: boolean }): Promise<void>;
 }
 
 export interface PipelineDeps {
@@ -132,7 +133,18 @@ export class MessagePipeline {
       d.log.warn("command is already running in this agent; leaving the redelivery for later");
       return { action: "retry", retryAfterSeconds: this.#options.settings.visibilityTimeoutSeconds };
     }
-    return this.#refuse({ ...verified(d.envelope), reason: "replayed", detail: `command ${d.envelope.id} is being handled by another delivery` }, d.message);
+    return this.#copy(d, "it is being handled by another delivery");
+  }
+
+  /**
+   * A second SQS message carrying a command already taken: SNS delivers at least once, and a
+   * signed command republished within its lifetime looks exactly the same. It has no effect and
+   * answers nothing (its issuer hears from the delivery that runs the command); it is deleted,
+   * not dead-lettered: it is not bad input.
+   */
+  #copy(d: Delivery, why: string): Disposition {
+    d.log.info({ sqsMessageId: d.message.sqsMessageId }, `a copy of a command already taken (${why}): no effect`);
+    return { action: "delete" };
   }
 
   /**
@@ -142,9 +154,7 @@ export class MessagePipeline {
   async #dedupe(d: Delivery): Promise<{ action: "run"; resumed: boolean } | { action: "settle"; disposition: Disposition }> {
     const seen = await this.#deps.ledger.get(d.envelope.id);
     if (!seen) return { action: "run", resumed: false };
-    if (seen.sqsMessageId !== d.message.sqsMessageId) {
-      return { action: "settle", disposition: await this.#refuse({ ...verified(d.envelope), reason: "replayed", detail: `command ${d.envelope.id} was already received (${seen.state})` }, d.message) };
-    }
+    if (seen.sqsMessageId !== d.message.sqsMessageId) return { action: "settle", disposition: this.#copy(d, `it was received before and is ${seen.state}`) };
     if (seen.state !== "started") {
       // The same delivery again: the effect happened; say so again in case the first report was lost.
       d.log.info({ state: seen.state }, "duplicate delivery of a finished command; no effect");
@@ -167,7 +177,7 @@ export class MessagePipeline {
     if (resumed) await this.#deps.ledger.put(started);
     else if (!(await this.#deps.ledger.create(started))) {
       // Another process on this node's ledger claimed it between our read and our write.
-      return this.#refuse({ ...verified(envelope), reason: "replayed", detail: `command ${envelope.id} was claimed by another run of the agent` }, message);
+      return this.#copy(d, "another run of the agent claimed it");
     }
     // The ack goes out while the handler starts: waiting for it would delay every node's work
     // (half the activation spread across 50 nodes). It is awaited before the result, so issuers see ack first.
@@ -268,7 +278,7 @@ export class MessagePipeline {
     const event = entry.outcome?.["event"];
     if (event !== "done" && event !== "failed") return;
     const payload = eventSchemas[event].parse(entry.outcome?.["payload"]);
-    await this.#deps.events.emit(event, d.envelope.id, payload).catch((error: unknown) => d.log.error({ err: error }, "could not publish the command's result"));
+    await this.#deps.events.emit(event, d.envelope.id, payload, { result: true }).catch((error: unknown) => d.log.error({ err: error }, "could not publish the command's result"));
   }
 
   async #refuse(refusal: Refusal, message: ReceivedMessage): Promise<Disposition> {
@@ -277,17 +287,17 @@ export class MessagePipeline {
     this.#log.warn({ ...logged, sqsMessageId: message.sqsMessageId }, `refused message: ${refusal.reason}`);
     // Only a verified command id goes in the ledger, and only where none is: a forged id could
     // block the real command later, and a refused copy must not overwrite the real one's entry.
-    if (refusal.verified && refusal.messageId && refusal.reason !== "replayed") {
+    if (refusal.verified && refusal.messageId) {
       const now = this.#deps.clock.now();
       await this.#deps.ledger
         .create({ ...this.#entryFor(refusal.messageId, refusal.type ?? "unknown", message, "refused"), expiresAt: new Date(now.getTime() + 3600_000).toISOString() })
         .catch(() => undefined);
     }
     const { reason, detail, messageId, type, issuer, verified: isVerified } = refusal;
-    // The refusal answers the command's issuer only when the command is verified and not a copy
-    // of one already taken: a replay (or SNS duplicate) must not mark the real command refused.
-    // Events about a command carry the command's id as their correlation, as acks and results do.
-    const correlation = isVerified && reason !== "replayed" && messageId ? messageId : message.sqsMessageId;
+    // The refusal answers the command's issuer only when the command is verified: an unverifiable
+    // message could claim any id. Events about a command carry its id as their correlation.
+    const answersCommand = isVerified && messageId !== undefined;
+    const correlation = answersCommand ? messageId : message.sqsMessageId;
     await this.#deps.events
       .emit("refused", correlation, {
         node,
@@ -297,7 +307,7 @@ export class MessagePipeline {
         ...(messageId ? { messageId } : {}),
         ...(type ? { type } : {}),
         ...(issuer ? { issuer } : {}),
-      })
+      }, { result: answersCommand })
       .catch((error: unknown) => this.#log.error({ err: error }, "could not publish refusal"));
     return { action: "dead-letter", reason, detail };
   }

@@ -13,8 +13,10 @@ export interface RoleServices {
   /** The cluster's S3 state records. */
   store: StateStore;
   trust: TrustStore;
-  /** Publishes events signed by this node (a no-op sink where nothing is published, as at boot). */
+  /** Publishes events signed by this node's own key. */
   events: EventSink;
+  /** This node's own signing keys, for the command that rotates them (absent where no agent runs). */
+  nodeKeys?: { rotate(): Promise<string>; retire(): Promise<string[]> };
 }
 
 /** How a role's boot step went, per item it brought in line (for web: per app). */

@@ -33,6 +33,11 @@ export interface ConsumerOptions {
   concurrency: number;
   visibilityTimeoutSeconds: number;
   waitTimeSeconds?: number;
+  /**
+   * Remembers the messages moved to the dead-letter queue, durably: when the delete after the
+   * move fails, SQS delivers the message again, and it must not be dead-lettered twice.
+   */
+  deadLettered?: { has(sqsMessageId: string): Promise<boolean>; add(sqsMessageId: string): Promise<void> };
 }
 
 type InFlight = { receiptHandle: string; done: Promise<void>; abort: AbortController };
@@ -169,7 +174,11 @@ export class QueueConsumer {
     }, every);
     let disposition: Disposition;
     try {
-      disposition = await handler(message, flight.abort.signal);
+      if (await this.#options.deadLettered?.has(message.sqsMessageId)) {
+        // Moved to the dead-letter queue before; only the delete failed. Finish the move.
+        this.#log.warn({ sqsMessageId: message.sqsMessageId }, "message was dead-lettered before; deleting it");
+        disposition = { action: "delete" };
+      } else disposition = await handler(message, flight.abort.signal);
     } catch (error) {
       // A bug in a handler: leave the message for redelivery (and, after maxReceiveCount, the DLQ).
       this.#log.error({ err: error, sqsMessageId: message.sqsMessageId }, "message handler threw");
@@ -207,6 +216,7 @@ export class QueueConsumer {
             },
           }),
         );
+        await this.#options.deadLettered?.add(message.sqsMessageId);
         await this.#clients.sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle }));
         return;
     }

@@ -5,5 +5,8 @@ export * from "./routing.ts";
 export * from "./bus.ts";
 export * from "./consumer.ts";
 export * from "./state.ts";
+export * from "./records.ts";
+export * from "./node-keys.ts";
+export * from "./verify.ts";
 export * from "./watch.ts";
 export * from "./identity.ts";

@@ -9,8 +9,13 @@ export const names = {
 
 /** Keys of the small state records Bosun keeps in S3. */
 export const stateKeys = {
-  node: (nodeId: string) => `state/nodes/${nodeId}.json`,
-  nodesPrefix: "state/nodes/",
-  /** The release every web node of an app should serve. */
+  /** The fleet as the coordinator knows it: one snapshot, written at most every few seconds. */
+  fleet: "state/fleet.json",
+  /** The release every web node of an app should serve (a signed record). */
   release: (app: string) => `state/releases/${app}.json`,
+  /** What a node answered to a command: its signed result event, written once. */
+  result: (commandId: string, nodeId: string) => `state/results/${commandId.toLowerCase()}/${nodeId}.json`,
+  results: (commandId: string) => `state/results/${commandId.toLowerCase()}/`,
+  /** Who runs the coordinator's schedules now. */
+  lease: (name: string) => `state/leases/${name}.json`,
 };

@@ -2,7 +2,10 @@ import {
   CreateQueueCommand,
   DeleteQueueCommand,
   GetQueueAttributesCommand,
+  ListQueuesCommand,
+  ListQueueTagsCommand,
   SetQueueAttributesCommand,
+  TagQueueCommand,
 } from "@aws-sdk/client-sqs";
 import {
   CreateTopicCommand,
@@ -11,7 +14,8 @@ import {
   SubscribeCommand,
   UnsubscribeCommand,
 } from "@aws-sdk/client-sns";
-import { CreateBucketCommand, HeadBucketCommand } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, HeadBucketCommand, type BucketLocationConstraint } from "@aws-sdk/client-s3";
+import { AwsError } from "@bosun/core";
 import type { AwsClients } from "./clients.ts";
 import { names } from "./names.ts";
 
@@ -26,6 +30,8 @@ export interface QueueRef {
 
 export interface QueueOptions {
   visibilityTimeoutSeconds: number;
+  /** Tags on the queue and its dead-letter queue (cluster, node, role; a watch queue's expiry), so they can be found and cleaned up. */
+  tags?: Record<string, string>;
   /** Deliveries after which SQS itself moves a message to the dead-letter queue. */
   maxReceiveCount?: number;
 }
@@ -36,19 +42,33 @@ export async function ensureTopic(clients: AwsClients, cluster: string): Promise
   return out.TopicArn!;
 }
 
+/**
+ * Creates the cluster's bucket unless it exists. Only a 404 means "missing": a 403 means the
+ * name is taken by another account (bucket names are global) or this identity may not see it,
+ * which creating cannot fix. Outside us-east-1 the bucket is created in the client's region.
+ */
 export async function ensureBucket(clients: AwsClients, bucket: string): Promise<void> {
   try {
     await clients.s3.send(new HeadBucketCommand({ Bucket: bucket }));
-  } catch {
-    await clients.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    return;
+  } catch (error) {
+    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    if (status === 403) throw new AwsError(`Bucket ${bucket} exists but this identity may not use it (403): its name is taken by another account, or the IAM policy lacks s3:ListBucket on it`, { cause: error });
+    if (status !== 404 && (error as { name?: string }).name !== "NotFound") throw error;
   }
+  const region = await clients.s3.config.region();
+  await clients.s3.send(
+    new CreateBucketCommand({ Bucket: bucket, ...(region && region !== "us-east-1" ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}) }),
+  );
 }
 
-async function ensureQueue(clients: AwsClients, name: string, attributes: Record<string, string>): Promise<{ url: string; arn: string }> {
-  const created = await clients.sqs.send(new CreateQueueCommand({ QueueName: name }));
+async function ensureQueue(clients: AwsClients, name: string, attributes: Record<string, string>, tags?: Record<string, string>): Promise<{ url: string; arn: string }> {
+  const created = await clients.sqs.send(new CreateQueueCommand({ QueueName: name, ...(tags ? { tags } : {}) }));
   const url = created.QueueUrl!;
   // CreateQueue refuses different attributes for an existing queue; setting them after makes it idempotent.
   await clients.sqs.send(new SetQueueAttributesCommand({ QueueUrl: url, Attributes: attributes }));
+  // Likewise tags: CreateQueue sets them only on a new queue.
+  if (tags) await clients.sqs.send(new TagQueueCommand({ QueueUrl: url, Tags: tags }));
   const got = await clients.sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["QueueArn"] }));
   return { url, arn: got.Attributes!["QueueArn"]! };
 }
@@ -64,7 +84,7 @@ export async function ensureSubscribedQueue(
   filterPolicy: Record<string, unknown>,
   options: QueueOptions,
 ): Promise<QueueRef> {
-  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) });
+  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) }, options.tags);
   const queue = await ensureQueue(clients, name, {
     VisibilityTimeout: String(options.visibilityTimeoutSeconds),
     ReceiveMessageWaitTimeSeconds: "20",
@@ -82,26 +102,20 @@ export async function ensureSubscribedQueue(
         },
       ],
     }),
-  });
+  }, options.tags);
   const subscriptionArn = await ensureSubscription(clients, topicArn, queue.arn, filterPolicy);
   return { name, url: queue.url, arn: queue.arn, dlqUrl: dlq.url, dlqArn: dlq.arn, subscriptionArn };
 }
 
 async function ensureSubscription(clients: AwsClients, topicArn: string, queueArn: string, filterPolicy: Record<string, unknown>): Promise<string> {
   const policy = JSON.stringify(filterPolicy);
-  let token: string | undefined;
-  do {
-    const page = await clients.sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, NextToken: token }));
-    const existing = page.Subscriptions?.find((s) => s.Endpoint === queueArn && s.Protocol === "sqs");
-    if (existing?.SubscriptionArn) {
-      // Roles can change between starts; the filter follows them.
-      await clients.sns.send(
-        new SetSubscriptionAttributesCommand({ SubscriptionArn: existing.SubscriptionArn, AttributeName: "FilterPolicy", AttributeValue: policy }),
-      );
-      return existing.SubscriptionArn;
-    }
-    token = page.NextToken;
-  } while (token);
+  const existing = await subscriptionOf(clients, topicArn, queueArn);
+  if (existing) {
+    // Roles can change between starts; the filter follows them (on AWS within 15 minutes: the agent checks every target itself).
+    await clients.sns.send(new SetSubscriptionAttributesCommand({ SubscriptionArn: existing, AttributeName: "FilterPolicy", AttributeValue: policy }));
+    return existing;
+  }
+  // The filter goes in the Subscribe call itself, so the subscription is never without it.
   const out = await clients.sns.send(
     new SubscribeCommand({
       TopicArn: topicArn,
@@ -130,4 +144,32 @@ export async function removeQueue(clients: AwsClients, queue: QueueRef, options:
     }
   }
   if (errors.length > 0) throw new AggregateError(errors, `could not fully remove queue ${queue.name}`);
+}
+
+/** Queues of a cluster whose names start with `prefix`, with their tags. */
+export async function queuesByPrefix(clients: AwsClients, prefix: string): Promise<{ url: string; name: string; tags: Record<string, string> }[]> {
+  const found: { url: string; name: string; tags: Record<string, string> }[] = [];
+  let token: string | undefined;
+  do {
+    const page = await clients.sqs.send(new ListQueuesCommand({ QueueNamePrefix: prefix, NextToken: token, MaxResults: 1000 }));
+    for (const url of page.QueueUrls ?? []) {
+      const name = url.split("/").pop()!;
+      const { Tags } = await clients.sqs.send(new ListQueueTagsCommand({ QueueUrl: url }));
+      found.push({ url, name, tags: Tags ?? {} });
+    }
+    token = page.NextToken;
+  } while (token);
+  return found;
+}
+
+/** The subscription of a queue to the topic, if there is one. */
+export async function subscriptionOf(clients: AwsClients, topicArn: string, queueArn: string): Promise<string | undefined> {
+  let token: string | undefined;
+  do {
+    const page = await clients.sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, NextToken: token }));
+    const existing = page.Subscriptions?.find((s) => s.Endpoint === queueArn && s.Protocol === "sqs");
+    if (existing?.SubscriptionArn) return existing.SubscriptionArn;
+    token = page.NextToken;
+  } while (token);
+  return undefined;
 }

@@ -12,6 +12,7 @@ class FakeSqs {
   readonly queued: Message[] = [];
   #waiters: (() => void)[] = [];
   failReceives = 0;
+  failDeletes = 0;
 
   /** Queues a message; returns its receipt handle. */
   add(body: string, id = `m-${this.calls.length}-${this.queued.length}`): string {
@@ -43,15 +44,27 @@ class FakeSqs {
       }
       return { Messages: this.queued.splice(0, Number(command.input["MaxNumberOfMessages"] ?? 1)) };
     }
+    if (name === "DeleteMessageCommand" && this.failDeletes > 0) {
+      this.failDeletes -= 1;
+      throw new Error("delete failed");
+    }
     return {};
   }
 }
 
-function consumerWith(sqs: FakeSqs, options: { concurrency?: number; visibilityTimeoutSeconds?: number } = {}): QueueConsumer {
+function consumerWith(sqs: FakeSqs, options: { concurrency?: number; visibilityTimeoutSeconds?: number; deadLettered?: Set<string> } = {}): QueueConsumer {
   const clients = { sqs } as unknown as AwsClients;
+  const memory = options.deadLettered;
   return new QueueConsumer(
     { clients, logger: pino({ level: "silent" }) },
-    { queueUrl: "q", dlqUrl: "dlq", concurrency: options.concurrency ?? 4, visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30, waitTimeSeconds: 1 },
+    {
+      queueUrl: "q",
+      dlqUrl: "dlq",
+      concurrency: options.concurrency ?? 4,
+      visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30,
+      waitTimeSeconds: 1,
+      ...(memory ? { deadLettered: { has: async (id: string) => memory.has(id), add: async (id: string) => void memory.add(id) } } : {}),
+    },
   );
 }
 
@@ -83,6 +96,25 @@ describe("the queue consumer", () => {
     assert.equal(dead["MessageBody"], "bad");
     assert.deepEqual((dead["MessageAttributes"] as Record<string, { StringValue: string }>)["bosun.reason"]?.StringValue, "malformed-json");
     assert.deepEqual(sqs.of("DeleteMessageCommand").map((c) => String(c.input["ReceiptHandle"]).split("-")[1]).sort(), ["bad", "good"]);
+  });
+
+  it("a message moved to the dead-letter queue whose delete failed is not dead-lettered again when it comes back", async () => {
+    const sqs = new FakeSqs();
+    sqs.failDeletes = 1;
+    let handled = 0;
+    const consumer = consumerWith(sqs, { deadLettered: new Set() });
+    consumer.start(async () => {
+      handled += 1;
+      return { action: "dead-letter", reason: "malformed-json", detail: "x" };
+    });
+    sqs.add("bad", "once");
+    await until(() => sqs.of("DeleteMessageCommand").length === 1, "the failed delete");
+    // SQS hands it out again after its visibility timeout.
+    sqs.add("bad", "once");
+    await until(() => sqs.of("DeleteMessageCommand").length === 2, "the second delete");
+    await consumer.stopReceiving();
+    assert.equal(sqs.of("SendMessageCommand").length, 1, "one copy in the dead-letter queue");
+    assert.equal(handled, 1, "the handler saw it once");
   });
 
   it("a handler that throws (a bug) leaves its message for redelivery", async () => {

@@ -1,4 +1,4 @@
-import { createAwsClients, destroyAwsClients, ensureTopic, type AwsClients } from "@bosun/aws";
+import { EventVerifier, NodeKeyDirectory, StateStore, createAwsClients, destroyAwsClients, ensureTopic, type AwsClients } from "@bosun/aws";
 import { ConfigError, TrustStore, createLogger, loadSettings, loadSigner, type Logger, type Settings, type Signer } from "@bosun/core";
 
 export interface GlobalOptions {
@@ -12,6 +12,7 @@ export interface Context {
   trust(): TrustStore;
   signer(): Signer;
   topicArn(): Promise<string>;
+  verifier(): Promise<EventVerifier>;
   close(): void;
 }
 
@@ -36,6 +37,7 @@ export function createContext(global: GlobalOptions, overrides: Partial<Record<k
   let trust: TrustStore | undefined;
   let signer: Signer | undefined;
   let topic: Promise<string> | undefined;
+  let verifier: Promise<EventVerifier> | undefined;
   return {
     settings,
     clients,
@@ -50,6 +52,12 @@ export function createContext(global: GlobalOptions, overrides: Partial<Record<k
       return (signer ??= loadSigner(settings.keyId, settings.signingKey));
     },
     topicArn: () => (topic ??= ensureTopic(clients, settings.cluster)),
+    verifier: () =>
+      (verifier ??= (async () => {
+        const store = new StateStore({ clients }, { bucket: settings.bucket });
+        const keys = new NodeKeyDirectory({ store }, { topicArn: await (topic ??= ensureTopic(clients, settings.cluster)) });
+        return new EventVerifier({ trust: (trust ??= TrustStore.load(settings.trustFile)), keys }, { maxBytes: settings.maxMessageBytes });
+      })()),
     close: () => destroyAwsClients(clients),
   };
 }

@@ -125,19 +125,17 @@ program
   .option("--node-id <id>", "this node's id (default: the EC2 instance id)")
   .option("--role <role>", "a role of this node: web, db or balancer (repeat or comma separate)", collect)
   .option("--sync-once", "run this node's boot step (web: bring its apps to their desired releases), then exit; systemd runs it before the node's server starts")
+  .option("--retry-for <seconds>", "with --sync-once, keep trying this long when the sync fails (at boot the network may come late)", positiveInt("--retry-for"), 300)
   .option("--json", "with --sync-once, print the result as JSON")
   .addHelpText("after", "\nStops cleanly on SIGTERM: no new commands, in-flight jobs finish or checkpoint within shutdownDeadlineSeconds, exit 0.")
-  .action(async (opts: { nodeId?: string; role?: string[]; syncOnce?: boolean; json?: boolean }) => {
+  .action(async (opts: { nodeId?: string; role?: string[]; syncOnce?: boolean; retryFor: number; json?: boolean }) => {
     const { startAgent, resolveIdentity } = await import("./commands/agent.ts");
     if (opts.syncOnce) {
       const { syncOnce, renderSync } = await import("./commands/sync.ts");
       const abort = new AbortController();
       void untilSignal().then(() => abort.abort());
       const result = await withContext(
-        async (ctx) => {
-          const identity = await resolveIdentity(ctx, { nodeId: opts.nodeId, roles: opts.role });
-          return syncOnce(ctx, { nodeId: identity.nodeId, roles: identity.roles }, abort.signal);
-        },
+        (ctx) => syncOnce(ctx, { identify: () => resolveIdentity(ctx, { nodeId: opts.nodeId, roles: opts.role }), retryForSeconds: opts.retryFor }, abort.signal),
         { name: "sync", stream: "stderr" },
       );
       await print(opts.json, result, renderSync);

@@ -1,11 +1,10 @@
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import cron, { type ScheduledTask } from "node-cron";
 import {
   BOSUN_VERSION,
   Lifecycle,
   createMessage,
-  eventSchemas,
-  isEventType,
-  parseMessage,
   parseTarget,
   type Clock,
   type EventPayload,
@@ -16,8 +15,25 @@ import {
   type Signer,
   type TrustStore,
 } from "@bosun/core";
-import { Bus, QueueConsumer, StateStore, ensureSubscribedQueue, ensureTopic, names, stateKeys, type AwsClients, type Disposition, type ReceivedMessage } from "@bosun/aws";
-import { applyEvent, fleetEvent, loadNodeRecords, markLost, type NodeRecord } from "./fleet.ts";
+import {
+  Bus,
+  EventVerifier,
+  NodeKeyDirectory,
+  PreconditionFailed,
+  QueueConsumer,
+  StateStore,
+  ensureSubscribedQueue,
+  ensureTopic,
+  names,
+  stateKeys,
+  sweepWatchQueues,
+  type AwsClients,
+  type Disposition,
+  type QueueRef,
+  type ReceivedMessage,
+} from "@bosun/aws";
+import { applyEvent, fleetEvent, markLost, readFleet, type FleetSnapshot, type NodeRecord } from "./fleet.ts";
+import { Lease } from "./lease.ts";
 
 export type CoordinatorState = ServiceState;
 
@@ -29,22 +45,36 @@ export interface CoordinatorDeps {
   signer: Signer;
 }
 
+/** How often the leader removes watch queues whose CLI died without removing them. */
+const WATCH_SWEEP_MS = 5 * 60_000;
+
 /**
- * Keeps fleet state from events (a pure reducer, fleet.ts, with the records written beside it),
- * marks nodes lost when their heartbeats stop (and says so with node-down), and publishes
- * scheduled commands.
+ * Keeps fleet state from events (a pure reducer, fleet.ts), marks nodes lost when their
+ * heartbeats stop (and says so with node-down), publishes scheduled commands, and removes watch
+ * queues left behind. Only the holder of the coordinator lease does any of that: a second
+ * coordinator started by mistake (or as a standby) waits, and takes over when the leader stops
+ * or dies. The fleet is written as one snapshot at most every `fleetSnapshotSeconds`.
  */
 export class Coordinator {
   readonly #deps: CoordinatorDeps;
   readonly #settings: Settings;
   readonly #log: Logger;
   readonly #lifecycle: Lifecycle;
-  readonly #nodes = new Map<string, NodeRecord>();
   readonly #store: StateStore;
-  readonly #tasks: ScheduledTask[] = [];
+  readonly #lease: Lease;
+  #nodes = new Map<string, NodeRecord>();
+  /** What changed since the last snapshot: only last-seen times (written at the regular pace), or what a person would see. */
+  #dirty: "no" | "fresher" | "changed" = "no";
+  #soon: NodeJS.Timeout | undefined;
+  #snapshotEtag: string | undefined;
   #bus: Bus | undefined;
+  #queue: QueueRef | undefined;
+  #verifier: EventVerifier | undefined;
   #consumer: QueueConsumer | undefined;
-  #sweep: NodeJS.Timeout | undefined;
+  #tasks: ScheduledTask[] = [];
+  #timers: NodeJS.Timeout[] = [];
+  #ticker: NodeJS.Timeout | undefined;
+  #ticking: Promise<void> = Promise.resolve();
 
   constructor(deps: CoordinatorDeps, options: { settings: Settings }) {
     this.#deps = deps;
@@ -52,10 +82,19 @@ export class Coordinator {
     this.#log = deps.logger.child({ component: "coordinator" });
     this.#lifecycle = new Lifecycle(this.#log, "coordinator");
     this.#store = new StateStore({ clients: deps.clients }, { bucket: options.settings.bucket });
+    this.#lease = new Lease(
+      { store: this.#store, clock: deps.clock },
+      { key: stateKeys.lease("coordinator"), holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, ttlMs: options.settings.coordinatorLeaseSeconds * 1000 },
+    );
   }
 
   get state(): CoordinatorState {
     return this.#lifecycle.state;
+  }
+
+  /** Whether this coordinator holds the lease and does the work. */
+  get leading(): boolean {
+    return this.#lease.held;
   }
 
   nodes(): NodeRecord[] {
@@ -67,19 +106,11 @@ export class Coordinator {
     try {
       const topicArn = await ensureTopic(this.#deps.clients, settings.cluster);
       this.#bus = new Bus({ clients: this.#deps.clients }, { topicArn });
-      const queue = await ensureSubscribedQueue(this.#deps.clients, topicArn, names.coordinatorQueue(settings.cluster), { kind: ["event"] }, {
-        visibilityTimeoutSeconds: 30,
-      });
-      for (const record of await loadNodeRecords(this.#store)) this.#nodes.set(record.id, record);
-      this.#consumer = new QueueConsumer(
-        { clients: this.#deps.clients, logger: this.#log },
-        { queueUrl: queue.url, dlqUrl: queue.dlqUrl, concurrency: 1, visibilityTimeoutSeconds: 30 },
-      );
-      this.#consumer.start((message) => this.#onMessage(message));
-      const every = Math.max(500, Math.min(5000, (settings.lostAfterSeconds * 1000) / 4));
-      this.#sweep = setInterval(() => void this.sweep().catch((error: unknown) => this.#log.error({ err: error }, "sweep failed")), every);
-      for (const schedule of settings.schedules) this.#schedule(schedule);
-      this.#lifecycle.enter("running", { nodes: this.#nodes.size, schedules: settings.schedules.length, version: BOSUN_VERSION });
+      this.#verifier = new EventVerifier({ trust: this.#deps.trust, keys: new NodeKeyDirectory({ store: this.#store }, { topicArn }), clock: this.#deps.clock }, { maxBytes: settings.maxMessageBytes });
+      this.#queue = await ensureSubscribedQueue(this.#deps.clients, topicArn, names.coordinatorQueue(settings.cluster), { kind: ["event"] }, { visibilityTimeoutSeconds: 30 });
+      this.#lifecycle.enter("running", { schedules: settings.schedules.length, version: BOSUN_VERSION });
+      await this.#tick();
+      this.#ticker = setInterval(() => void (this.#ticking = this.#ticking.then(() => this.#tick())), (settings.coordinatorLeaseSeconds * 1000) / 3);
     } catch (error) {
       this.#lifecycle.enter("failed", { err: error });
       await this.close().catch(() => undefined);
@@ -89,10 +120,9 @@ export class Coordinator {
 
   close(): Promise<void> {
     return this.#lifecycle.close(() => [
-      { name: "stop the sweep", run: () => clearInterval(this.#sweep) },
-      { name: "stop the schedules", run: () => Promise.all(this.#tasks.map((task) => task.stop())) },
-      { name: "stop receiving", run: () => this.#consumer?.stopReceiving() },
-      { name: "drain", run: () => this.#consumer?.drain(this.#settings.shutdownDeadlineSeconds * 1000) },
+      { name: "stop the lease ticker", run: () => (clearInterval(this.#ticker), this.#ticking) },
+      { name: "stop leading", run: () => this.#standDown("stopping") },
+      { name: "give up the lease", run: () => this.#lease.release() },
     ]);
   }
 
@@ -103,40 +133,132 @@ export class Coordinator {
       const lost = markLost(node, now, this.#settings.lostAfterSeconds * 1000);
       if (!lost) continue;
       try {
-        // Announce first: if the record write fails, the next sweep still sees the node up and tries again.
+        // Announce first: if it fails, the next sweep still sees the node up and tries again.
         await this.#publish("node-down", node.id, { node: { id: node.id, roles: node.roles }, reason: "lost", lastSeen: node.lastSeen });
         this.#nodes.set(node.id, lost);
+        this.#changed();
         this.#log.warn({ node: node.id, lastSeen: node.lastSeen }, "node lost: heartbeats stopped");
-        await this.#store.put(stateKeys.node(node.id), lost);
       } catch (error) {
         this.#log.error({ err: error, node: node.id }, "could not declare node lost; will try again");
       }
     }
   }
 
+  /** Takes or renews the lease; leads while it holds it, stands down when it loses it. */
+  async #tick(): Promise<void> {
+    try {
+      if (this.#lease.held) {
+        if (!(await this.#lease.renew())) await this.#standDown("the lease was taken over");
+      } else if (await this.#lease.acquire()) {
+        await this.#lead();
+      }
+    } catch (error) {
+      this.#log.warn({ err: error }, "could not take or renew the coordinator lease; trying again");
+    }
+  }
+
+  async #lead(): Promise<void> {
+    const settings = this.#settings;
+    const fleet = await readFleet(this.#store);
+    this.#nodes = new Map((fleet?.snapshot.nodes ?? []).map((n) => [n.id, n]));
+    this.#snapshotEtag = fleet?.etag;
+    this.#consumer = new QueueConsumer(
+      { clients: this.#deps.clients, logger: this.#log },
+      { queueUrl: this.#queue!.url, dlqUrl: this.#queue!.dlqUrl, concurrency: 1, visibilityTimeoutSeconds: 30 },
+    );
+    this.#consumer.start((message) => this.#onMessage(message));
+    const sweepEvery = Math.max(500, Math.min(5000, (settings.lostAfterSeconds * 1000) / 4));
+    this.#timers = [
+      setInterval(() => void this.sweep().catch((error: unknown) => this.#log.error({ err: error }, "sweep failed")), sweepEvery),
+      setInterval(() => void this.#writeSnapshot(), settings.fleetSnapshotSeconds * 1000),
+      setInterval(() => void this.#sweepWatchQueues(), WATCH_SWEEP_MS),
+    ];
+    void this.#sweepWatchQueues();
+    this.#tasks = settings.schedules.map((schedule) => this.#schedule(schedule));
+    this.#log.info({ epoch: this.#lease.epoch, nodes: this.#nodes.size, schedules: this.#tasks.length }, "coordinator leading");
+  }
+
+  /** Stops doing the leader's work: events, sweeps, schedules; writes what it knows first. */
+  async #standDown(why: string): Promise<void> {
+    if (!this.#consumer) return;
+    const consumer = this.#consumer;
+    this.#consumer = undefined;
+    for (const timer of this.#timers) clearInterval(timer);
+    await Promise.all(this.#tasks.map((task) => task.stop()));
+    this.#tasks = [];
+    await consumer.stopReceiving();
+    await consumer.drain(this.#settings.shutdownDeadlineSeconds * 1000);
+    clearTimeout(this.#soon);
+    if (why === "stopping") await this.#writeSnapshot();
+    this.#log.info({ why }, "coordinator standing down");
+  }
+
+  /**
+   * Writes the fleet, if it changed, as one object: one PUT every few seconds whatever the
+   * fleet's size, instead of one per heartbeat per node. Conditional on the version this leader
+   * last wrote, so a leader that lost its lease without noticing cannot overwrite its successor.
+   */
+  async #writeSnapshot(): Promise<void> {
+    if (this.#dirty === "no") return;
+    const was = this.#dirty;
+    this.#dirty = "no";
+    const snapshot: FleetSnapshot = { writtenAt: this.#deps.clock.now().toISOString(), epoch: this.#lease.epoch, nodes: this.nodes() };
+    try {
+      this.#snapshotEtag = await this.#store.put(stateKeys.fleet, snapshot, this.#snapshotEtag ? { ifMatch: this.#snapshotEtag } : { ifNoneMatch: "*" });
+    } catch (error) {
+      if (error instanceof PreconditionFailed) {
+        this.#log.warn("the fleet snapshot was written by another coordinator; standing down");
+        await this.#lease.release();
+        await this.#standDown("another coordinator writes the fleet");
+        return;
+      }
+      if (this.#dirty === "no") this.#dirty = was;
+      this.#log.warn({ err: error }, "could not write the fleet snapshot; trying again");
+    }
+  }
+
+  /**
+   * Something a reader acts on changed (a node came, left, or serves another release): written
+   * within a second, not at the next regular snapshot, so `bosun release --wait` right after a
+   * node starts already counts it. Still at most one write a second.
+   */
+  #changed(): void {
+    this.#dirty = "changed";
+    this.#soon ??= setTimeout(() => {
+      this.#soon = undefined;
+      if (this.#consumer) void this.#writeSnapshot();
+    }, 1000);
+  }
+
+  async #sweepWatchQueues(): Promise<void> {
+    try {
+      const removed = await sweepWatchQueues(this.#deps.clients, { cluster: this.#settings.cluster, topicArn: this.#bus!.topicArn, now: this.#deps.clock.now() });
+      if (removed.length) this.#log.info({ removed }, "removed watch queues whose time had passed");
+    } catch (error) {
+      this.#log.warn({ err: error }, "could not sweep watch queues");
+    }
+  }
+
   async #onMessage(message: ReceivedMessage): Promise<Disposition> {
-    const parsed = parseMessage(message.body, {
-      trust: this.#deps.trust,
-      now: this.#deps.clock.now(),
-      maxBytes: this.#settings.maxMessageBytes,
-      schemaFor: (kind, type) => (kind === "event" && isEventType(type) ? eventSchemas[type] : undefined),
-    });
+    const parsed = await this.#verifier!.verify(message.body);
     if (!parsed.ok) {
-      this.#log.warn({ ...parsed.error, envelope: undefined, sqsMessageId: message.sqsMessageId }, `refused event: ${parsed.error.reason}`);
+      const { envelope: _envelope, ...refusal } = parsed.error;
+      this.#log.warn({ ...refusal, sqsMessageId: message.sqsMessageId }, `refused event: ${parsed.error.reason}`);
       return { action: "dead-letter", reason: parsed.error.reason, detail: parsed.error.detail };
     }
     const event = fleetEvent(parsed.value.envelope);
     const applied = applyEvent(this.#nodes.get(event.payload.node.id), event);
     if (!applied) return { action: "delete" };
     this.#nodes.set(applied.record.id, applied.record);
-    // Heartbeats write through too, so `bosun nodes` shows a fresh last-seen time.
-    if (applied.changed || event.type === "heartbeat") await this.#store.put(stateKeys.node(applied.record.id), applied.record);
+    if (applied.changed) this.#changed();
+    // Heartbeats refresh last-seen, which `bosun nodes` shows: the next regular snapshot carries it.
+    else if (this.#dirty === "no") this.#dirty = "fresher";
     return { action: "delete" };
   }
 
-  #schedule(schedule: Settings["schedules"][number]): void {
+  #schedule(schedule: Settings["schedules"][number]): ScheduledTask {
     const target = parseTarget(schedule.target);
-    const task = cron.schedule(
+    return cron.schedule(
       schedule.cron,
       () => {
         const envelope = createMessage(this.#deps.signer, {
@@ -152,7 +274,6 @@ export class Coordinator {
       },
       { name: schedule.name, noOverlap: true },
     );
-    this.#tasks.push(task);
   }
 
   async #publish<T extends EventType>(type: T, correlationId: string, payload: EventPayload<T>): Promise<void> {

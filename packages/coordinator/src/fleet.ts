@@ -4,7 +4,7 @@ import type { Envelope, EventPayload, EventType, RoleReports } from "@bosun/core
 
 export type NodeStatus = "up" | "lost" | "down";
 
-/** What the fleet knows of one node; kept in S3 at state/nodes/<id>.json. */
+/** What the fleet knows of one node; kept in the fleet snapshot (state/fleet.json). */
 export interface NodeRecord {
   id: string;
   roles: string[];
@@ -111,8 +111,20 @@ export function servedRelease(record: NodeRecord, app: string): string | undefin
   return record.report?.web?.releases[app];
 }
 
+/** The fleet as the coordinator last wrote it, in one object. */
+export interface FleetSnapshot {
+  writtenAt: string;
+  /** The coordinator lease's epoch when it was written. */
+  epoch: number;
+  nodes: NodeRecord[];
+}
+
+export async function readFleet(store: StateStore): Promise<{ snapshot: FleetSnapshot; etag: string } | undefined> {
+  const read = await store.getVersioned<FleetSnapshot>(stateKeys.fleet);
+  return read ? { snapshot: read.value, etag: read.etag } : undefined;
+}
+
+/** The fleet's nodes, as the coordinator last recorded them: one read, whatever the fleet's size. */
 export async function loadNodeRecords(store: StateStore): Promise<NodeRecord[]> {
-  const keys = await store.list(stateKeys.nodesPrefix);
-  const records = await Promise.all(keys.map((key) => store.get<NodeRecord>(key)));
-  return records.filter((r): r is NodeRecord => r !== undefined).sort((a, b) => a.id.localeCompare(b.id));
+  return ((await readFleet(store))?.snapshot.nodes ?? []).sort((a, b) => a.id.localeCompare(b.id));
 }

@@ -88,6 +88,10 @@ export const settingsSchema = z.object({
   heartbeatSeconds: seconds(1, 3600).default(15),
   shutdownDeadlineSeconds: seconds(1, 3600).default(60),
   lostAfterSeconds: seconds(2, 86400).default(60),
+  /** How long the coordinator's lease lasts unrenewed: a standby takes over this long after the leader dies. */
+  coordinatorLeaseSeconds: seconds(3, 3600).default(30),
+  /** How often, at most, the coordinator writes the fleet snapshot that `bosun nodes` reads. */
+  fleetSnapshotSeconds: seconds(1, 3600).default(10),
   commandTtlSeconds: seconds(5, 86400).default(300),
   maxMessageBytes: seconds(1024, 262144).default(65536),
   /** Commands the coordinator publishes on a cron schedule (node-cron syntax, seconds optional). */
@@ -127,6 +131,8 @@ export const settingEnv: Record<SettingName, string> = {
   heartbeatSeconds: "BOSUN_HEARTBEAT_INTERVAL",
   shutdownDeadlineSeconds: "BOSUN_SHUTDOWN_DEADLINE",
   lostAfterSeconds: "BOSUN_LOST_AFTER",
+  coordinatorLeaseSeconds: "BOSUN_COORDINATOR_LEASE",
+  fleetSnapshotSeconds: "BOSUN_FLEET_SNAPSHOT",
   commandTtlSeconds: "BOSUN_COMMAND_TTL",
   maxMessageBytes: "BOSUN_MAX_MESSAGE_BYTES",
   apps: "BOSUN_APPS",

@@ -3,6 +3,17 @@ import { z } from "zod";
 export const namePattern = /^[A-Za-z0-9_-]{1,64}$/;
 const name = z.string().regex(namePattern, "expected 1-64 letters, digits, '_' or '-'");
 
+/**
+ * A node signs its events with its own key, and names itself as their issuer: `node.<node id>`.
+ * The dot keeps node issuers apart from the trust file's key ids, which cannot contain one.
+ */
+export const nodeIssuerPrefix = "node.";
+export const nodeIssuer = (nodeId: string) => `${nodeIssuerPrefix}${nodeId}`;
+export function nodeOfIssuer(issuer: string): string | undefined {
+  return issuer.startsWith(nodeIssuerPrefix) ? issuer.slice(nodeIssuerPrefix.length) : undefined;
+}
+const issuerName = z.string().regex(/^(node\.)?[A-Za-z0-9_-]{1,64}$/, "expected a key id (1-64 letters, digits, '_' or '-') or node.<node id>");
+
 /** Who a command is for: every node, nodes with one of some roles, or named nodes. */
 export const targetSchema = z
   .object({
@@ -15,7 +26,8 @@ export const targetSchema = z
 
 export type Target = z.infer<typeof targetSchema>;
 
-export const kinds = ["command", "event"] as const;
+/** Commands make nodes act now; events report; records are signed state kept in S3 that makes nodes act when read. */
+export const kinds = ["command", "event", "record"] as const;
 export type Kind = (typeof kinds)[number];
 
 /** The one envelope every command and event travels in. `sig` covers every other field. */
@@ -27,7 +39,7 @@ export const envelopeSchema = z
     type: z.string().regex(/^[a-z][a-z0-9.-]{0,63}$/, "expected a lower-case type name"),
     issuedAt: z.iso.datetime(),
     expiresAt: z.iso.datetime(),
-    issuer: name,
+    issuer: issuerName,
     target: targetSchema.optional(),
     correlationId: z.string().min(1).max(128),
     payload: z.unknown(),

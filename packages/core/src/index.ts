@@ -5,6 +5,7 @@ export * from "./envelope.ts";
 export * from "./signing.ts";
 export * from "./trust.ts";
 export * from "./parse.ts";
+export * from "./records.ts";
 export * from "./contracts/index.ts";
 export * from "./message.ts";
 export * from "./logger.ts";

@@ -17,7 +17,7 @@ export const refusalReasons = [
   "unknown-type",
   "bad-payload",
   "wrong-target",
-  "replayed",
+  "wrong-sender",
 ] as const;
 export type RefusalReason = (typeof refusalReasons)[number];
 
@@ -83,6 +83,7 @@ export function parseMessage(raw: string, ctx: ParseContext): Result<ParsedMessa
   }
   const envelope = parsed.data;
   const claimed = { messageId: envelope.id, type: envelope.type, issuer: envelope.issuer, correlationId: envelope.correlationId, verified: false };
+  if (envelope.kind === "record") return err({ ...claimed, reason: "bad-envelope", detail: "a signed record is state kept in S3, not a message" });
 
   const key = ctx.trust.get(envelope.issuer);
   if (!key) return err({ ...claimed, reason: "unknown-key", detail: `key "${envelope.issuer}" is not in the trust file` });
@@ -115,7 +116,7 @@ export function parseMessage(raw: string, ctx: ParseContext): Result<ParsedMessa
 }
 
 /** Whatever identifying fields a refused message carries, for the refusal event. */
-function knownFields(json: unknown): Partial<Refusal> {
+export function knownFields(json: unknown): Partial<Refusal> {
   if (typeof json !== "object" || json === null) return {};
   const r = json as Record<string, unknown>;
   const str = (v: unknown) => (typeof v === "string" ? v.slice(0, 128) : undefined);

@@ -62,6 +62,11 @@ export class TrustStore {
     }
   }
 
+  /** This store and one more key (a node's registered key, for checking that node's events). */
+  with(key: TrustedKey): TrustStore {
+    return new TrustStore([...this.#keys.values(), key]);
+  }
+
   get(id: string): TrustedKey | undefined {
     return this.#keys.get(id);
   }

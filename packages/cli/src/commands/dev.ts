@@ -28,11 +28,10 @@ export interface DevFleet {
   close(): Promise<void>;
 }
 
-/** The keys a dev fleet uses: an on-call key that may send anything, and one for the fleet's events. */
+/** The keys a dev fleet's issuers use: on-call (anything), CI (releases) and the coordinator (schedules, node-down). Nodes make their own. */
 const devKeys = [
   { id: "oncall", allow: ["*"] },
   { id: "ci", allow: ["release", "activate", "rollback"] },
-  { id: "fleet", allow: ["event:*"] },
   { id: "coordinator", allow: ["*", "event:*"] },
 ];
 
@@ -122,9 +121,8 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         extra["BOSUN_APPS"] = JSON.stringify({ demo: { root, repos: [demoRepo], health: { url: `${site.url}/.bosun-release`, marker: true } } });
       }
       await launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
+        // Each node makes its own event key in its state directory and registers it.
         BOSUN_STATE_DIR: join(dir, "nodes", node.id),
-        BOSUN_KEY_ID: "fleet",
-        BOSUN_SIGNING_KEY: join(keysDir, "fleet.key"),
         ...extra,
       });
     }

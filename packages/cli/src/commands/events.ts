@@ -12,11 +12,12 @@ export interface EventsOptions {
 /** Follows the bus until the signal aborts (Ctrl-C), handing each verified event to `onEvent`. */
 export async function events(ctx: Context, options: EventsOptions): Promise<{ seen: number }> {
   const watcher = await EventWatcher.open(
-    { clients: ctx.clients, trust: ctx.trust() },
+    { clients: ctx.clients, verifier: await ctx.verifier() },
     {
       cluster: ctx.settings.cluster,
       topicArn: await ctx.topicArn(),
-      maxBytes: ctx.settings.maxMessageBytes,
+      // Renewed while it runs; a `bosun events` killed without a goodbye leaves a queue the sweep removes within the hour.
+      leaseSeconds: 3600,
       ...(options.correlationId ? { correlationId: options.correlationId } : {}),
     },
   );

@@ -1,6 +1,6 @@
-import { StateStore, stateKeys } from "@bosun/aws";
-import { loadNodeRecords, servedRelease } from "@bosun/coordinator";
-import { desiredReleaseSchema, type DesiredRelease } from "@bosun/core";
+import { StateStore } from "@bosun/aws";
+import { desiredReleases, loadNodeRecords, servedRelease } from "@bosun/coordinator";
+import type { DesiredRelease } from "@bosun/core";
 import type { Context } from "../context.ts";
 import { ago, table } from "../render.ts";
 
@@ -13,7 +13,7 @@ export interface ReleasesResult {
 /** The app's desired release and what each web node serves, from the node records. */
 export async function releases(ctx: Context, options: { app: string }): Promise<ReleasesResult> {
   const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
-  const desired = await store.getParsed(stateKeys.release(options.app), desiredReleaseSchema);
+  const desired = await desiredReleases(ctx).read(options.app);
   const nodes = (await loadNodeRecords(store))
     .filter((n) => n.roles.includes("web") && n.status !== "down")
     .map((n) => {

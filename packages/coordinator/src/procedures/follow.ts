@@ -1,4 +1,4 @@
-import { EventWatcher, StateStore, type Bus } from "@bosun/aws";
+import { EventWatcher, StateStore, abortableDelay, stateKeys, verifyItem, type Bus, type EventVerifier } from "@bosun/aws";
 import { targetsNode, type Envelope, type Target } from "@bosun/core";
 import { loadNodeRecords } from "../fleet.ts";
 import type { Issuer } from "./issuer.ts";
@@ -33,24 +33,34 @@ export async function expectedNodes(ctx: Issuer, target: Target): Promise<string
 }
 
 /**
- * Follows one command's events across the fleet. Open it before publishing, so no event
- * is missed, then wait until every expected node has finished or the timeout comes.
+ * Follows one command across the fleet, from two sources: its events on the bus, through a watch
+ * queue opened before the command is published (the live view: acks and progress), and the
+ * results nodes keep in S3 (state/results/<command>/), read back every second or so. On AWS a new
+ * subscription and its filter can take minutes to deliver everything; S3 is strongly consistent,
+ * so a node's answer is never missed. Every event is checked (signature, sender) and must name
+ * this command as its correlation.
  */
 export class CommandFollower {
   readonly #watcher: EventWatcher;
+  readonly #store: StateStore;
+  readonly #verifier: EventVerifier;
   readonly commandId: string;
 
-  private constructor(watcher: EventWatcher, commandId: string) {
-    this.#watcher = watcher;
+  private constructor(deps: { watcher: EventWatcher; store: StateStore; verifier: EventVerifier }, commandId: string) {
+    this.#watcher = deps.watcher;
+    this.#store = deps.store;
+    this.#verifier = deps.verifier;
     this.commandId = commandId;
   }
 
-  static async open(ctx: Issuer, commandId: string): Promise<CommandFollower> {
+  static async open(ctx: Issuer, commandId: string, options: { timeoutMs: number }): Promise<CommandFollower> {
+    const verifier = await ctx.verifier();
     const watcher = await EventWatcher.open(
-      { clients: ctx.clients, trust: ctx.trust() },
-      { cluster: ctx.settings.cluster, topicArn: await ctx.topicArn(), correlationId: commandId, maxBytes: ctx.settings.maxMessageBytes },
+      { clients: ctx.clients, verifier },
+      // Wanted as long as the wait, and a little longer; the coordinator's sweep removes it after that if this process dies.
+      { cluster: ctx.settings.cluster, topicArn: await ctx.topicArn(), correlationId: commandId, leaseSeconds: Math.ceil(options.timeoutMs / 1000) + 600 },
     );
-    return new CommandFollower(watcher, commandId);
+    return new CommandFollower({ watcher, store: new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket }), verifier }, commandId);
   }
 
   async wait(expected: readonly string[], timeoutMs: number, onUpdate: (nodes: NodeProgress[]) => void = () => {}): Promise<FollowResult> {
@@ -58,26 +68,69 @@ export class CommandFollower {
     const finished = () => [...progress.values()].every((p) => terminalStates.has(p.state)) && progress.size > 0;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), timeoutMs);
+    const arrived: Envelope[] = [];
+    let wake: (() => void) | undefined;
+    const arrive = (envelope: Envelope) => {
+      if (envelope.correlationId !== this.commandId) return;
+      arrived.push(envelope);
+      wake?.();
+    };
     onUpdate(sorted(progress));
+    const sources = [this.#live(abort.signal, arrive), this.#results(abort.signal, arrive)];
     try {
-      if (!(expected.length > 0 && finished())) {
-        for await (const item of this.#watcher.events(abort.signal)) {
-          if (!item.ok) continue;
-          const update = apply(progress.get(nodeOf(item.envelope)), item.envelope);
+      while (!(expected.length > 0 && finished()) && !abort.signal.aborted) {
+        if (arrived.length === 0) {
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+            abort.signal.addEventListener("abort", () => resolve(), { once: true });
+          });
+          wake = undefined;
+        }
+        let changed = false;
+        for (const envelope of arrived.splice(0)) {
+          const update = apply(progress.get(nodeOf(envelope)), envelope);
           if (!update) continue;
           progress.set(update.node, update);
-          onUpdate(sorted(progress));
-          if (expected.length > 0 && finished()) break;
+          changed = true;
         }
+        if (changed) onUpdate(sorted(progress));
       }
     } finally {
       clearTimeout(timer);
+      abort.abort();
+      await Promise.allSettled(sources);
       await this.#watcher.close();
     }
     const nodes = sorted(progress);
     const failed = nodes.filter((p) => p.state === "failed" || p.state === "refused").map((p) => p.node);
     const missing = nodes.filter((p) => !terminalStates.has(p.state)).map((p) => p.node);
     return { commandId: this.commandId, nodes, failed, missing, ok: failed.length === 0 && missing.length === 0 && nodes.length > 0 };
+  }
+
+  /** Events from the bus, as they come: the live view. */
+  async #live(signal: AbortSignal, arrive: (envelope: Envelope) => void): Promise<void> {
+    for await (const item of this.#watcher.events(signal)) if (item.ok) arrive(item.envelope);
+  }
+
+  /** Results the nodes wrote to S3, read every half second at first, then every few seconds. */
+  async #results(signal: AbortSignal, arrive: (envelope: Envelope) => void): Promise<void> {
+    const seen = new Set<string>();
+    let delay = 500;
+    while (!signal.aborted) {
+      try {
+        for (const key of await this.#store.list(stateKeys.results(this.commandId))) {
+          if (seen.has(key)) continue;
+          const stored = await this.#store.get(key);
+          const item = await verifyItem(this.#verifier, JSON.stringify(stored));
+          seen.add(key);
+          if (item.ok) arrive(item.envelope);
+        }
+      } catch {
+        // S3 unreachable for a moment: the next round reads again.
+      }
+      await abortableDelay(delay, signal);
+      delay = Math.min(delay * 1.5, 3000);
+    }
   }
 
   async close(): Promise<void> {
@@ -118,7 +171,7 @@ function sorted(progress: Map<string, NodeProgress>): NodeProgress[] {
 
 /**
  * Publishes a command and follows it until `expected` nodes have answered: the watch queue is
- * subscribed before the command goes out, so no answer is missed.
+ * subscribed before the command goes out, and the results in S3 catch what it does not deliver.
  */
 export async function publishAndFollow(
   ctx: Issuer,
@@ -128,7 +181,7 @@ export async function publishAndFollow(
   timeoutMs: number,
   onUpdate?: (nodes: NodeProgress[]) => void,
 ): Promise<FollowResult> {
-  const follower = await CommandFollower.open(ctx, envelope.id);
+  const follower = await CommandFollower.open(ctx, envelope.id, { timeoutMs });
   try {
     await bus.publish(envelope);
   } catch (error) {

@@ -1,4 +1,4 @@
-import type { AwsClients } from "@bosun/aws";
+import type { AwsClients, EventVerifier } from "@bosun/aws";
 import type { Settings, Signer, TrustStore } from "@bosun/core";
 
 /**
@@ -11,4 +11,6 @@ export interface Issuer {
   trust(): TrustStore;
   signer(): Signer;
   topicArn(): Promise<string>;
+  /** Checks events, including that each names its true sender (nodes' registered keys). */
+  verifier(): Promise<EventVerifier>;
 }

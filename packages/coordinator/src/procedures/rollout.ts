@@ -1,7 +1,8 @@
-import { Bus, StateStore, stateKeys } from "@bosun/aws";
-import { CommandFailedError, ConfigError, appNamePattern, commitPattern, createMessage, desiredReleaseSchema, errorSummary, type DesiredRelease, type Target } from "@bosun/core";
+import { Bus, stateKeys } from "@bosun/aws";
+import { CommandFailedError, ConfigError, appNamePattern, commitPattern, createMessage, errorSummary, type DesiredRelease, type Target } from "@bosun/core";
 import { expectedNodes, publishAndFollow, type FollowResult, type NodeProgress } from "./follow.ts";
 import { resolveRef } from "./git.ts";
+import { desiredReleases } from "./desired.ts";
 import type { Issuer } from "./issuer.ts";
 
 export interface ReleaseOptions {
@@ -50,10 +51,10 @@ const web: Target = { roles: ["web"] };
  * names only a repository that was checked: see below), else the first in the app's settings.
  * Everything the publisher can check is checked here, before anything is recorded.
  */
-async function repoFor(ctx: Issuer, options: ReleaseOptions, store: StateStore): Promise<string> {
+async function repoFor(ctx: Issuer, options: ReleaseOptions, previous: DesiredRelease | undefined): Promise<string> {
   const { app } = options;
   const known = ctx.settings.apps[app];
-  const repo = options.repo ?? (await store.getParsed(stateKeys.release(app), desiredReleaseSchema))?.repo ?? known?.repos[0];
+  const repo = options.repo ?? previous?.repo ?? known?.repos[0];
   if (!repo) throw new ConfigError(`No repository for app ${app}: pass --repo URL (received none, and no earlier release or app setting names one)`);
   if (known && !known.repos.includes(repo)) {
     throw new ConfigError(`Invalid --repo: ${repo} is not on app ${app}'s allowlist (apps.${app}.repos: ${known.repos.join(", ")}); web nodes would refuse it`);
@@ -77,8 +78,9 @@ async function repoFor(ctx: Issuer, options: ReleaseOptions, store: StateStore):
 export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<ReleaseResult> {
   if (!appNamePattern.test(options.app)) throw new ConfigError(`Invalid --app: expected lower-case letters, digits or '-', received ${JSON.stringify(options.app)}`);
   batches(["check"], options.batch); // a bad --batch stops here, before anything is written
-  const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
-  const repo = await repoFor(ctx, options, store);
+  const desiredRecords = desiredReleases(ctx);
+  const previous = await desiredRecords.read(options.app);
+  const repo = await repoFor(ctx, options, previous);
   let commit: string;
   try {
     commit = await resolveRef(repo, options.ref, AbortSignal.timeout(60_000));
@@ -86,9 +88,9 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
     throw new ConfigError(`Cannot resolve ref ${JSON.stringify(options.ref)} in ${repo}: ${errorSummary(error)}`, { cause: error });
   }
   const signer = ctx.signer();
-  const previous = await store.getParsed(stateKeys.release(options.app), desiredReleaseSchema);
   const sequence = Math.max(Date.now(), (previous?.sequence ?? 0) + 1);
-  const desired: DesiredRelease = {
+  /** The record names the release desired before it, as it is when the record is written. */
+  const desiredAfter = (before: DesiredRelease | undefined): DesiredRelease => ({
     app: options.app,
     repo,
     commit,
@@ -96,7 +98,11 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
     sequence,
     publishedAt: new Date().toISOString(),
     issuer: signer.keyId,
-    ...(previous && previous.commit !== commit ? { previous: previous.commit } : previous?.previous ? { previous: previous.previous } : {}),
+    ...(before && before.commit !== commit ? { previous: before.commit } : before?.previous ? { previous: before.previous } : {}),
+  });
+  const recordDesired = async () => {
+    const { written } = await desiredRecords.record(options.app, desiredAfter);
+    if (!written) throw new CommandFailedError(`A newer release of ${options.app} was recorded while this one was published; it stays desired`);
   };
   const bus = new Bus({ clients: ctx.clients }, { topicArn: await ctx.topicArn() });
   const base = { app: options.app, ref: options.ref, repo, commit, sequence };
@@ -104,7 +110,7 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
     createMessage(signer, { kind: "command", type, payload, target, ttlSeconds: Math.max(ctx.settings.commandTtlSeconds, options.timeoutSeconds * 2) });
 
   if (!options.wait) {
-    await store.put(stateKeys.release(options.app), desired);
+    await recordDesired();
     const envelope = command("release", { app: options.app, repo, commit, sequence, activate: true }, web);
     await bus.publish(envelope);
     return { ...base, commandId: envelope.id, ok: true };
@@ -120,8 +126,8 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
 
   /** A stopped rollout leaves the desired release as it was, so nodes that boot later do not sync to it. */
   const restoreDesired = async (rollbackSequence: number) => {
-    if (previous) await store.put(stateKeys.release(options.app), { ...previous, sequence: rollbackSequence, rollback: true });
-    else await store.delete(stateKeys.release(options.app));
+    if (previous) await desiredRecords.record(options.app, () => ({ ...previous, sequence: rollbackSequence, rollback: true }));
+    else await desiredRecords.removeIf(options.app, sequence);
   };
   const prepare = await run("release", { app: options.app, repo, commit, sequence, activate: false }, web, expected, "prepare");
   failed.push(...failuresOf(prepare, "prepare"));
@@ -131,7 +137,7 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
     return { ...base, prepared, active: [], failed, rolledBack: [], stopped: `${failed.length} node(s) failed to prepare; budget is ${options.maxFailures}; no node was switched`, ok: false };
   }
   // Recorded once the nodes have accepted it, before any switches: a node booting from now on syncs to it.
-  await store.put(stateKeys.release(options.app), desired);
+  await recordDesired();
 
   const active: string[] = [];
   const skipped: string[] = [];
@@ -228,15 +234,15 @@ export interface RollbackResult {
  * later syncs to the rolled-back release.
  */
 export async function rollbackApp(ctx: Issuer, options: RollbackOptions): Promise<RollbackResult> {
-  const store = new StateStore({ clients: ctx.clients }, { bucket: ctx.settings.bucket });
-  const desired = await store.getParsed(stateKeys.release(options.app), desiredReleaseSchema);
+  const records = desiredReleases(ctx);
+  const desired = await records.read(options.app);
   if (!desired) throw new ConfigError(`App ${options.app} has no release to roll back from (no ${stateKeys.release(options.app)})`);
   const to = options.to ?? desired.previous;
   if (!to) throw new ConfigError(`App ${options.app} has no previous release recorded; pass --to COMMIT`);
   if (!commitPattern.test(to)) throw new ConfigError(`Invalid --to: expected a full 40-character commit id, received ${JSON.stringify(to)}`);
   const sequence = Math.max(Date.now(), desired.sequence + 1);
-  const rolledBack: DesiredRelease = { ...desired, commit: to, sequence, previous: desired.commit, rollback: true, publishedAt: new Date().toISOString(), issuer: ctx.signer().keyId };
-  await store.put(stateKeys.release(options.app), rolledBack);
+  const { written } = await records.record(options.app, (current) => ({ ...(current ?? desired), commit: to, sequence, previous: (current ?? desired).commit, rollback: true, publishedAt: new Date().toISOString(), issuer: ctx.signer().keyId }));
+  if (!written) throw new CommandFailedError(`A newer release of ${options.app} was recorded meanwhile; roll back from that one`);
   const envelope = createMessage(ctx.signer(), {
     kind: "command",
     type: "rollback",

@@ -34,6 +34,8 @@ export const eventSchemas = {
     messageId: z.string().optional(),
     type: z.string().optional(),
     issuer: z.string().optional(),
+    /** The S3 key of a signed state record that was refused (a desired release, a plan), when it was one. */
+    record: z.string().optional(),
   }),
   "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int(), report: roleReportsSchema }),
   "node-down": z.object({ node: nodeRef, reason: z.enum(["decommissioned", "lost"]), lastSeen: z.iso.datetime().optional() }),

@@ -1,13 +1,14 @@
 import type { CommandContract } from "./command.ts";
-import { decommissionContract, probeContract } from "./spine.ts";
+import { decommissionContract, probeContract, rotateKeyContract } from "./spine.ts";
 import { activateContract, releaseContract, rollbackContract } from "./web.ts";
 
 export * from "./command.ts";
+export * from "./record.ts";
 export * from "./spine.ts";
 export * from "./web.ts";
 export * from "./events.ts";
 
 /** Every command type the fleet knows, by type. Adding a type is adding a contract and a row here. */
 export const commandContracts: ReadonlyMap<string, CommandContract> = new Map(
-  [probeContract, decommissionContract, releaseContract, activateContract, rollbackContract].map((c) => [c.type, c as CommandContract]),
+  [probeContract, decommissionContract, rotateKeyContract, releaseContract, activateContract, rollbackContract].map((c) => [c.type, c as CommandContract]),
 );

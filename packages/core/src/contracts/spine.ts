@@ -17,3 +17,14 @@ export const decommissionContract = defineContract({
   summary: "Announce node-down, remove this node's queue and stop the agent",
   payload: z.object({ reason: z.string().max(200).optional() }).strict(),
 });
+
+/**
+ * Rotates the node's own event key without a moment in which its events are not believed:
+ * `rotate` makes a new key, registers it beside the old one and signs with it from then on;
+ * `retire`, sent once verifiers have seen the new key, unregisters the old one.
+ */
+export const rotateKeyContract = defineContract({
+  type: "rotate-key",
+  summary: "Rotate this node's event key: rotate (new key, both registered), later retire (old key unregistered)",
+  payload: z.object({ step: z.enum(["rotate", "retire"]).default("rotate") }).strict(),
+});

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { appNamePattern } from "../config.ts";
 import { defineContract } from "./command.ts";
+import { defineRecord } from "./record.ts";
 
 export const commitPattern = /^[0-9a-f]{40}$/;
 export const appName = z.string().regex(appNamePattern, "expected an app name of lower-case letters, digits or '-'");
@@ -54,3 +55,11 @@ export type DesiredRelease = z.infer<typeof desiredReleaseSchema>;
 /** What a web node adds to its heartbeats: the commit each app's `current` points at. */
 export const webReportSchema = z.object({ releases: z.record(z.string(), commitId) }).strict();
 export type WebReport = z.infer<typeof webReportSchema>;
+
+/** The desired release of an app, signed by its publisher: web nodes sync to it at boot and once subscribed. */
+export const desiredReleaseRecord = defineRecord({
+  type: "desired-release",
+  summary: "The release every web node of an app should serve",
+  actsAs: ["release", "rollback"],
+  payload: desiredReleaseSchema,
+});

@@ -1,5 +1,5 @@
-import { stateKeys } from "@bosun/aws";
-import { desiredReleaseSchema, errorMessage, type DesiredRelease, type WebReport } from "@bosun/core";
+import { SignedRecords, stateKeys } from "@bosun/aws";
+import { desiredReleaseRecord, errorMessage, type DesiredRelease, type Logger, type WebReport } from "@bosun/core";
 import type { CommandDefinition } from "../../command.ts";
 import type { BootReport, Role, RoleServices } from "../../role.ts";
 import { activate } from "./commands/activate.ts";
@@ -18,9 +18,18 @@ export function webRole(services: RoleServices): Role {
   const apps = Object.entries(settings.apps);
   const rootOf = (app: string) => new ReleaseRoot({ logger }, { app, settings: settings.apps[app]! });
 
-  const readDesired = async (app: string): Promise<DesiredRelease | undefined> => {
-    const record = await services.store.get(stateKeys.release(app));
-    return record === undefined ? undefined : desiredReleaseSchema.parse(record);
+  const records = new SignedRecords({ store: services.store, trust: services.trust });
+  /** The app's desired release, checked under the trust policy; a refused record is reported and not acted on. */
+  const readDesired = async (app: string, log: Logger): Promise<DesiredRelease | "refused" | undefined> => {
+    const read = await records.read(stateKeys.release(app), desiredReleaseRecord);
+    if (read.ok) return read.value;
+    const { envelope: _envelope, ...refusal } = read.refusal;
+    log.warn({ ...refusal }, `refused the desired release record: ${refusal.reason}`);
+    const { reason, detail, verified, messageId, type, issuer, record } = refusal;
+    await services.events
+      .emit("refused", messageId ?? record, { node: services.node, reason, detail, verified, record, ...(messageId ? { messageId } : {}), ...(type ? { type } : {}), ...(issuer ? { issuer } : {}) })
+      .catch((error: unknown) => log.error({ err: error }, "could not publish the refusal"));
+    return "refused";
   };
 
   /** Brings every app to its desired release; reports what it did per app. */
@@ -31,7 +40,12 @@ export function webRole(services: RoleServices): Role {
       const log = logger.child({ app });
       const took = () => Math.round(performance.now() - started);
       try {
-        const desired = await readDesired(app);
+        const desired = await readDesired(app, log);
+        if (desired === "refused") {
+          report.items.push({ name: app, action: "refused", detail: "its desired release record failed its checks", durationMs: took() });
+          report.failures.push(`${app}: the desired release record was refused`);
+          continue;
+        }
         if (!desired) {
           log.info("no release of this app published yet");
           report.items.push({ name: app, action: "no-release", durationMs: took() });
