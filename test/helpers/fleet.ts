@@ -75,22 +75,26 @@ export class TestFleet {
   readonly configFile: string;
   verifier!: EventVerifier;
 
-  private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string) {
+  readonly #s3Endpoint: string | undefined;
+
+  private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string, s3Endpoint: string | undefined) {
+    this.#s3Endpoint = s3Endpoint;
     this.dir = dir;
     this.cluster = `t${randomBytes(4).toString("hex")}`;
     this.emulator = emulator;
     this.trust = trust;
     this.configFile = configFile;
-    this.clients = createAwsClients({ endpoint: emulator.endpoint, region: "us-east-1" });
+    this.clients = createAwsClients({ endpoint: emulator.endpoint, region: "us-east-1", ...(s3Endpoint ? { s3Endpoint } : {}) });
   }
 
-  static async start(settings: Record<string, unknown> = {}): Promise<TestFleet> {
+  /** `s3Endpoint`: keep state in another S3 (moto, which enforces conditional writes as AWS does). */
+  static async start(settings: Record<string, unknown> = {}, options: { s3Endpoint?: string } = {}): Promise<TestFleet> {
     const dir = await mkdtemp(join(tmpdir(), "bosun-test-"));
     // Deploy roots live below: builds run as their own user, which must reach them (keys stay 0700).
     await chmod(dir, 0o755);
     const emulator = await startEmulator({ dir: join(dir, "emulator"), port: 0 });
     try {
-      return await TestFleet.#setUp(dir, emulator, settings);
+      return await TestFleet.#setUp(dir, emulator, settings, options.s3Endpoint);
     } catch (error) {
       await emulator.stop().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
@@ -98,20 +102,22 @@ export class TestFleet {
     }
   }
 
-  static async #setUp(dir: string, emulator: Emulator, settings: Record<string, unknown>): Promise<TestFleet> {
+  static async #setUp(dir: string, emulator: Emulator, settings: Record<string, unknown>, s3Endpoint: string | undefined): Promise<TestFleet> {
     const keys = join(dir, "keys");
     const trustFile = join(keys, "trust.json");
     for (const [id, allow] of [
       ["oncall", ["*"]],
       ["ci", ["release", "activate", "rollback"]],
       ["coordinator", ["*", "event:*"]],
+      // Trusted, but only for probes.
+      ["prober", ["probe"]],
     ] as const) {
       await keysGenerate({ id, allow: [...allow], dir: keys, trustFile });
     }
     // A key nobody trusts: its public half never reaches the trust file.
     await keysGenerate({ id: "rogue", allow: ["*"], dir: join(dir, "rogue-keys"), trustFile: join(dir, "rogue-keys", "trust.json") });
     const configFile = join(dir, "bosun.json");
-    const fleet = new TestFleet(dir, emulator, TrustStore.load(trustFile), configFile);
+    const fleet = new TestFleet(dir, emulator, TrustStore.load(trustFile), configFile, s3Endpoint);
     await writeFile(
       configFile,
       JSON.stringify({
@@ -129,7 +135,7 @@ export class TestFleet {
         ...settings,
       }),
     );
-    for (const id of ["oncall", "ci", "coordinator"]) fleet.signers.set(id, loadSigner(id, join(keys, `${id}.key`)));
+    for (const id of ["oncall", "ci", "coordinator", "prober"]) fleet.signers.set(id, loadSigner(id, join(keys, `${id}.key`)));
     fleet.signers.set("rogue", loadSigner("rogue", join(dir, "rogue-keys", "rogue.key")));
     const topicArn = await ensureTopic(fleet.clients, fleet.cluster);
     fleet.#bus = new Bus({ clients: fleet.clients }, { topicArn });
@@ -151,6 +157,7 @@ export class TestFleet {
       PATH: process.env["PATH"],
       HOME: process.env["HOME"],
       AWS_ENDPOINT_URL: this.emulator.endpoint,
+      ...(this.#s3Endpoint ? { AWS_ENDPOINT_URL_S3: this.#s3Endpoint } : {}),
       AWS_REGION: "us-east-1",
       AWS_ACCESS_KEY_ID: "test",
       AWS_SECRET_ACCESS_KEY: "test",
@@ -271,6 +278,16 @@ export class TestFleet {
   /** Makes a node's queue as its agent does at start, so messages can wait for an agent not yet running. */
   async createNodeQueue(nodeId: string, roles: string[]): Promise<void> {
     await ensureSubscribedQueue(this.clients, this.#bus!.topicArn, names.nodeQueue(this.cluster, nodeId), nodeFilterPolicy(nodeId, roles), { visibilityTimeoutSeconds: 5 });
+  }
+
+  /** The cluster's topic ARN, as agents find it. */
+  get topicArn(): string {
+    return this.#bus!.topicArn;
+  }
+
+  /** Writes an object to the cluster's bucket as it is: tests that plant records a node must refuse. */
+  async putObject(key: string, body: unknown): Promise<void> {
+    await new StateStore({ clients: this.clients }, { bucket: `b-${this.cluster}` }).put(key, body);
   }
 
   nodeQueueName(nodeId: string): string {

@@ -6,6 +6,7 @@ export * from "./role.ts";
 export { spineCommands } from "./commands/index.ts";
 export { roleFactories, rolesFor } from "./roles/index.ts";
 export { bootRoles } from "./boot.ts";
+export { NodeKeyring } from "./node-key.ts";
 export { ReleaseRoot, type SwapOutcome, type RootState, type PrepareResult } from "./roles/web/release-root.ts";
 export { PrepareError } from "./roles/web/tree.ts";
 export { lookUpUser } from "./roles/web/build.ts";

@@ -24,7 +24,7 @@ export function createAwsClients(explicit?: ExplicitAws): AwsClients {
   return {
     sqs: new SQSClient({ ...base, useQueueUrlAsEndpoint: !local("SQS") }),
     sns: new SNSClient(base),
-    s3: new S3Client({ ...base, forcePathStyle: local("S3") }),
+    s3: new S3Client({ ...base, ...(explicit?.s3Endpoint ? { endpoint: explicit.s3Endpoint } : {}), forcePathStyle: local("S3") }),
     ec2: lazy(async () => new (await import("@aws-sdk/client-ec2")).EC2Client(base)),
   };
 }
@@ -33,6 +33,8 @@ export function createAwsClients(explicit?: ExplicitAws): AwsClients {
 export interface ExplicitAws {
   endpoint: string;
   region: string;
+  /** S3 elsewhere (an S3 that enforces conditional writes, where the SQS/SNS emulator's does not). */
+  s3Endpoint?: string;
 }
 
 export function destroyAwsClients(clients: AwsClients): void {

@@ -1,5 +1,6 @@
 export * from "./coordinator.ts";
 export * from "./fleet.ts";
+export * from "./lease.ts";
 export * from "./procedures/issuer.ts";
 export * from "./procedures/follow.ts";
 export * from "./procedures/send.ts";
