@@ -116,6 +116,8 @@ async function runBench(options: BenchOptions, cleanup: Cleanup): Promise<Report
   const large = await createLargeSite(join(work, "large-site"), options.bigMb);
   const fleet = await TestFleet.start(fleetSettings);
   cleanup.add("agents and emulator", () => fleet.close());
+  // `bosun release --wait` releases to the web nodes the coordinator lists.
+  await fleet.startCoordinator();
   const aborting = new AbortController();
   cleanup.add("git and prepares under way", async () => aborting.abort());
   const signal = aborting.signal;
@@ -130,6 +132,7 @@ async function runBench(options: BenchOptions, cleanup: Cleanup): Promise<Report
     progress(`starting agents up to ${count}, ${startBatch} at a time${published ? "; each syncs to the desired release" : ""}`);
     await growFleet(fleet, agents, count, startBatch, envFor);
     if (published) await awaitReconciled(agents.slice(before), options.releaseTimeoutSeconds * 1000);
+    await fleet.waitForNodes(agents.map((a) => a.name), 60_000);
   };
   const agentMemory: MemoryRow[] = [];
   const sampleAgents = async (after: string) => agentMemory.push({ agents: agents.length, after, ...(await memoryOf(pidsOf(agents))) });

@@ -76,6 +76,7 @@ export class TestFleet {
   verifier!: EventVerifier;
 
   readonly #s3Endpoint: string | undefined;
+  #processEndpoint: string | undefined;
 
   private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string, s3Endpoint: string | undefined) {
     this.#s3Endpoint = s3Endpoint;
@@ -87,14 +88,20 @@ export class TestFleet {
     this.clients = createAwsClients({ endpoint: emulator.endpoint, region: "us-east-1", ...(s3Endpoint ? { s3Endpoint } : {}) });
   }
 
-  /** `s3Endpoint`: keep state in another S3 (moto, which enforces conditional writes as AWS does). */
-  static async start(settings: Record<string, unknown> = {}, options: { s3Endpoint?: string } = {}): Promise<TestFleet> {
+  /**
+   * `s3Endpoint`: keep state in another S3 (moto, which enforces conditional writes as AWS does).
+   * `processEndpoint`: where the fleet's processes reach AWS, when not the emulator itself (a
+   * counting proxy in front of it); this process's own clients always use the emulator.
+   */
+  static async start(settings: Record<string, unknown> = {}, options: { s3Endpoint?: string; processEndpoint?: (emulator: string) => Promise<string> } = {}): Promise<TestFleet> {
     const dir = await mkdtemp(join(tmpdir(), "bosun-test-"));
     // Deploy roots live below: builds run as their own user, which must reach them (keys stay 0700).
     await chmod(dir, 0o755);
     const emulator = await startEmulator({ dir: join(dir, "emulator"), port: 0 });
     try {
-      return await TestFleet.#setUp(dir, emulator, settings, options.s3Endpoint);
+      const fleet = await TestFleet.#setUp(dir, emulator, settings, options.s3Endpoint);
+      if (options.processEndpoint) fleet.#processEndpoint = await options.processEndpoint(emulator.endpoint);
+      return fleet;
     } catch (error) {
       await emulator.stop().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
@@ -156,7 +163,7 @@ export class TestFleet {
     return {
       PATH: process.env["PATH"],
       HOME: process.env["HOME"],
-      AWS_ENDPOINT_URL: this.emulator.endpoint,
+      AWS_ENDPOINT_URL: this.#processEndpoint ?? this.emulator.endpoint,
       ...(this.#s3Endpoint ? { AWS_ENDPOINT_URL_S3: this.#s3Endpoint } : {}),
       AWS_REGION: "us-east-1",
       AWS_ACCESS_KEY_ID: "test",

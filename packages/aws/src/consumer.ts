@@ -1,5 +1,6 @@
 import {
   ChangeMessageVisibilityCommand,
+  DeleteMessageBatchCommand,
   DeleteMessageCommand,
   ReceiveMessageCommand,
   SendMessageCommand,
@@ -38,6 +39,11 @@ export interface ConsumerOptions {
    * move fails, SQS delivers the message again, and it must not be dead-lettered twice.
    */
   deadLettered?: { has(sqsMessageId: string): Promise<boolean>; add(sqsMessageId: string): Promise<void> };
+  /**
+   * Deletes gathered into one DeleteMessageBatch (up to ten, or after this many ms): for a
+   * consumer of many small messages (the coordinator's events), half its SQS requests.
+   */
+  batchDeletesMs?: number;
 }
 
 type InFlight = { receiptHandle: string; done: Promise<void>; abort: AbortController };
@@ -52,6 +58,8 @@ export class QueueConsumer {
   readonly #log: Logger;
   readonly #options: ConsumerOptions;
   readonly #inFlight = new Map<string, InFlight>();
+  #deletes: { receiptHandle: string; done: (error?: unknown) => void }[] = [];
+  #deleteTimer: NodeJS.Timeout | undefined;
   #polling: AbortController | undefined;
   #loop: Promise<void> | undefined;
   #slotFreed: (() => void) | undefined;
@@ -193,10 +201,37 @@ export class QueueConsumer {
     }
   }
 
+  /** Queues a delete for the next DeleteMessageBatch; resolves once that batch has deleted it. */
+  #batchDelete(receiptHandle: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#deletes.push({ receiptHandle, done: (error) => (error ? reject(error) : resolve()) });
+      if (this.#deletes.length >= 10) void this.#flushDeletes();
+      else this.#deleteTimer ??= setTimeout(() => void this.#flushDeletes(), this.#options.batchDeletesMs);
+    });
+  }
+
+  async #flushDeletes(): Promise<void> {
+    clearTimeout(this.#deleteTimer);
+    this.#deleteTimer = undefined;
+    const batch = this.#deletes.splice(0, 10);
+    if (batch.length === 0) return;
+    try {
+      const out = await this.#clients.sqs.send(
+        new DeleteMessageBatchCommand({ QueueUrl: this.#options.queueUrl, Entries: batch.map((d, i) => ({ Id: String(i), ReceiptHandle: d.receiptHandle })) }),
+      );
+      const failed = new Map((out.Failed ?? []).map((f) => [f.Id, f]));
+      batch.forEach((d, i) => d.done(failed.has(String(i)) ? new Error(`delete failed: ${failed.get(String(i))?.Message ?? "unknown"}`) : undefined));
+    } catch (error) {
+      for (const d of batch) d.done(error);
+    }
+    if (this.#deletes.length > 0) void this.#flushDeletes();
+  }
+
   async #settle(message: ReceivedMessage, receiptHandle: string, disposition: Disposition): Promise<void> {
     const { queueUrl, dlqUrl } = this.#options;
     switch (disposition.action) {
       case "delete":
+        if (this.#options.batchDeletesMs !== undefined) return this.#batchDelete(receiptHandle);
         await this.#clients.sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle }));
         return;
       case "retry":

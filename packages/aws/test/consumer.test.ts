@@ -52,7 +52,7 @@ class FakeSqs {
   }
 }
 
-function consumerWith(sqs: FakeSqs, options: { concurrency?: number; visibilityTimeoutSeconds?: number; deadLettered?: Set<string> } = {}): QueueConsumer {
+function consumerWith(sqs: FakeSqs, options: { concurrency?: number; visibilityTimeoutSeconds?: number; deadLettered?: Set<string>; batchDeletesMs?: number } = {}): QueueConsumer {
   const clients = { sqs } as unknown as AwsClients;
   const memory = options.deadLettered;
   return new QueueConsumer(
@@ -63,6 +63,7 @@ function consumerWith(sqs: FakeSqs, options: { concurrency?: number; visibilityT
       concurrency: options.concurrency ?? 4,
       visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30,
       waitTimeSeconds: 1,
+      ...(options.batchDeletesMs === undefined ? {} : { batchDeletesMs: options.batchDeletesMs }),
       ...(memory ? { deadLettered: { has: async (id: string) => memory.has(id), add: async (id: string) => void memory.add(id) } } : {}),
     },
   );
@@ -115,6 +116,17 @@ describe("the queue consumer", () => {
     await consumer.stopReceiving();
     assert.equal(sqs.of("SendMessageCommand").length, 1, "one copy in the dead-letter queue");
     assert.equal(handled, 1, "the handler saw it once");
+  });
+
+  it("gathers deletes into batches when asked: one request for several messages", async () => {
+    const sqs = new FakeSqs();
+    const consumer = consumerWith(sqs, { batchDeletesMs: 50, concurrency: 10 });
+    consumer.start(async () => ({ action: "delete" }));
+    for (let i = 0; i < 4; i++) sqs.add(`m${i}`, `m${i}`);
+    await until(() => sqs.of("DeleteMessageBatchCommand").flatMap((c) => c.input["Entries"] as unknown[]).length === 4, "four deletes");
+    await consumer.stopReceiving();
+    assert.equal(sqs.of("DeleteMessageCommand").length, 0);
+    assert.ok(sqs.of("DeleteMessageBatchCommand").length < 4, "fewer requests than messages");
   });
 
   it("a handler that throws (a bug) leaves its message for redelivery", async () => {

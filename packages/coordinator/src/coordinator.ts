@@ -164,7 +164,8 @@ export class Coordinator {
     this.#snapshotEtag = fleet?.etag;
     this.#consumer = new QueueConsumer(
       { clients: this.#deps.clients, logger: this.#log },
-      { queueUrl: this.#queue!.url, dlqUrl: this.#queue!.dlqUrl, concurrency: 1, visibilityTimeoutSeconds: 30 },
+      // Up to ten events a receive and ten deletes a request: at a thousand nodes, a tenth of the SQS requests.
+      { queueUrl: this.#queue!.url, dlqUrl: this.#queue!.dlqUrl, concurrency: 10, visibilityTimeoutSeconds: 30, batchDeletesMs: 200 },
     );
     this.#consumer.start((message) => this.#onMessage(message));
     const sweepEvery = Math.max(500, Math.min(5000, (settings.lostAfterSeconds * 1000) / 4));
