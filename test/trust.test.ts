@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { EventVerifier, NodeKeyDirectory, StateStore, queuesByPrefix, names, routingAttributes, signRecord, sweepWatchQueues, stateKeys } from "@bosun/aws";
+import { EventVerifier, NodeKeyDirectory, StateStore, ensureBucket, queuesByPrefix, names, routingAttributes, signRecord, sweepWatchQueues, stateKeys } from "@bosun/aws";
 import { NodeKeyring } from "@bosun/agent";
 import { CommandFollower, type Issuer } from "@bosun/coordinator";
 import { createMessage, nodeIssuer, privateKeyFromPem, type DesiredRelease, type Envelope, type Signer } from "@bosun/core";
@@ -72,6 +72,24 @@ describe("signed state records", { skip: tools.skip }, () => {
       await assert.rejects(readlink(join(sync.root, "current")), "nothing was deployed");
     });
   }
+
+  it("a boot sync keeps trying while S3 is not there yet, then brings the node to its release", async () => {
+    // A bucket that does not exist yet, as S3 can look to a node whose network is still coming up.
+    const bucket = `late-${fleet.cluster}`;
+    const root = join(fleet.dir, "www", "web-late-s3", "demo");
+    const sync = fleet.bosun(["agent", "--sync-once", "--node-id", "web-late-s3", "--role", "web", "--retry-for", "60"], {
+      BOSUN_STATE_DIR: fleet.stateDir("web-late-s3"),
+      BOSUN_BUCKET: bucket,
+      ...apps(root),
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    await ensureBucket(fleet.clients, bucket);
+    await new StateStore({ clients: fleet.clients }, { bucket }).put(record, signRecord(fleet.signers.get("ci")!, "desired-release", desired()));
+    const out = await sync;
+    assert.equal(out.code, 0, out.stderr);
+    assert.match(out.stderr, /boot-time sync failed; trying again/);
+    assert.equal((await readlink(join(root, "current"))).split("/").pop(), commit);
+  });
 
   it("a running agent refuses a bad record once subscribed, and deploys a good one at boot", async () => {
     await fleet.putObject(record, signRecord(fleet.signers.get("rogue")!, "desired-release", desired()));
