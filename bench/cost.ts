@@ -130,7 +130,7 @@ async function previousDesign(fleet: TestFleet, signal: AbortSignal): Promise<{ 
         if (!item.ok) continue;
         events += 1;
         const event = fleetEvent(item.envelope);
-        const applied = applyEvent(nodes.get(event.payload.node.id), event);
+        const applied = applyEvent(event.payload.node && nodes.get(event.payload.node.id), event);
         if (!applied) continue;
         nodes.set(applied.record.id, applied.record);
         if (applied.changed || event.type === "heartbeat") {

@@ -1,8 +1,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { GetBucketLocationCommand, S3Client } from "@aws-sdk/client-s3";
-import { StateStore, createAwsClients, destroyAwsClients, ensureBucket, stateKeys, type AwsClients } from "@bosun/aws";
-import { Lease, desiredReleases, type Issuer } from "@bosun/coordinator";
+import { Lease, StateStore, createAwsClients, destroyAwsClients, ensureBucket, stateKeys, type AwsClients } from "@bosun/aws";
+import { desiredReleases, type Issuer } from "@bosun/coordinator";
 import { AwsError, settingsSchema, type DesiredRelease } from "@bosun/core";
 import { TestFleet } from "./helpers/fleet.ts";
 import { Moto, motoMissing } from "./helpers/moto.ts";

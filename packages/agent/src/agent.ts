@@ -17,6 +17,7 @@ import {
 } from "@bosun/core";
 import {
   Bus,
+  NodeKeyDirectory,
   QueueConsumer,
   StateStore,
   ensureSubscribedQueue,
@@ -24,6 +25,7 @@ import {
   names,
   nodeFilterPolicy,
   removeQueue,
+  signRecord,
   type AwsClients,
   type QueueRef,
 } from "@bosun/aws";
@@ -75,6 +77,7 @@ export class Agent {
   #lock: { release(): Promise<void> } | undefined;
   readonly #store: StateStore;
   #keyring: NodeKeyring | undefined;
+  #nodeKeyDirectory: NodeKeyDirectory | undefined;
   #events: NodeEventPublisher | undefined;
   #decommissioned = false;
   #stopped: { promise: Promise<"stopped" | "decommissioned">; resolve: (how: "stopped" | "decommissioned") => void };
@@ -103,6 +106,14 @@ export class Agent {
       store: this.#store,
       trust: deps.trust,
       events,
+      signRecord: (type, payload) => {
+        if (!this.#keyring) throw new Error(`cannot sign a ${type} record before the agent has started`);
+        return signRecord(this.#keyring.signer(options.node.id), type, payload, deps.clock.now());
+      },
+      nodeKeyDirectory: () => {
+        if (!this.#bus) throw new Error("cannot look up nodes' keys before the agent has started");
+        return (this.#nodeKeyDirectory ??= new NodeKeyDirectory({ store: this.#store }, { topicArn: this.#bus.topicArn }));
+      },
       nodeKeys: {
         rotate: async () => {
           const kid = await this.#keyring!.rotate();

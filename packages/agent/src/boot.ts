@@ -1,4 +1,4 @@
-import { Bus, StateStore, ensureTopic, type AwsClients } from "@bosun/aws";
+import { Bus, NodeKeyDirectory, StateStore, ensureTopic, signRecord, type AwsClients } from "@bosun/aws";
 import type { Clock, Logger, NodeRef, Settings, TrustStore } from "@bosun/core";
 import { NodeKeyring } from "./node-key.ts";
 import { NodeEventPublisher } from "./node-events.ts";
@@ -21,7 +21,16 @@ export async function bootRoles(
     { bus: new Bus({ clients: deps.clients }, { topicArn }), store, clock: deps.clock, logger: deps.logger },
     { node: options.node, keyring, ttlSeconds: options.settings.commandTtlSeconds },
   );
-  const services: RoleServices = { ...deps, node: options.node, settings: options.settings, store, events };
+  const directory = new NodeKeyDirectory({ store }, { topicArn });
+  const services: RoleServices = {
+    ...deps,
+    node: options.node,
+    settings: options.settings,
+    store,
+    events,
+    signRecord: (type, payload) => signRecord(keyring.signer(options.node.id), type, payload, deps.clock.now()),
+    nodeKeyDirectory: () => directory,
+  };
   const reports: BootReport[] = [];
   for (const factory of options.roles) {
     const role = factory(services);

@@ -1,5 +1,5 @@
-import type { AwsClients, StateStore } from "@bosun/aws";
-import type { Clock, Logger, NodeRef, Settings, TrustStore } from "@bosun/core";
+import type { AwsClients, NodeKeyDirectory, StateStore } from "@bosun/aws";
+import type { Clock, Envelope, Logger, NodeRef, Settings, TrustStore } from "@bosun/core";
 import type { CommandDefinition } from "./command.ts";
 import type { EventSink } from "./pipeline.ts";
 
@@ -15,6 +15,10 @@ export interface RoleServices {
   trust: TrustStore;
   /** Publishes events signed by this node's own key. */
   events: EventSink;
+  /** Signs a record with this node's own key (a snapshot's manifest and completion record). */
+  signRecord(type: string, payload: unknown): Envelope;
+  /** The keys nodes registered, to check records other nodes signed. */
+  nodeKeyDirectory(): NodeKeyDirectory;
   /** This node's own signing keys, for the command that rotates them (absent where no agent runs). */
   nodeKeys?: { rotate(): Promise<string>; retire(): Promise<string[]> };
 }

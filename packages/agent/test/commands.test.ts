@@ -5,11 +5,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { StateStore } from "@bosun/aws";
 import { roleFactories, spineCommands, type CommandContext, type CommandDefinition, type CommandOutcome, type RoleServices } from "@bosun/agent";
-import { TrustStore, settingsSchema, type Envelope } from "@bosun/core";
+import { settingsSchema, type Envelope } from "@bosun/core";
 import { SiteRepo } from "../../../test/helpers/web.ts";
-import { EventSpy, noAws } from "./helpers/pipeline.ts";
+import { EventSpy, offlineServices } from "./helpers/pipeline.ts";
 
 const log = pino({ level: "silent" });
 
@@ -18,7 +17,7 @@ async function handle(definition: CommandDefinition<never>, payload: unknown, se
   const parsed = settingsSchema.parse(settings);
   const node = { id: "node-1", roles: ["web"] };
   const events = new EventSpy();
-  const services: RoleServices = { node, settings: parsed, logger: log, clock: { now: () => new Date() }, clients: noAws(), store: new StateStore({ clients: noAws() }, { bucket: "unused" }), trust: new TrustStore([]), events };
+  const services: RoleServices = offlineServices({ node, settings: parsed, events, logger: log });
   const progress: string[] = [];
   const envelope = options.envelope ?? ({ id: randomUUID() } as Envelope);
   const ctx: CommandContext<never> = {
@@ -79,7 +78,7 @@ describe("the web role's command handlers", () => {
     repo = await SiteRepo.create(join(dir, "repo"));
     settings = { stateDir: join(dir, "state"), apps: { demo: { root: join(dir, "www", "demo"), repos: [repo.dir] } } };
     const parsed = settingsSchema.parse(settings);
-    web = roleFactories["web"]!({ node: { id: "node-1", roles: ["web"] }, settings: parsed, logger: log, clock: { now: () => new Date() }, clients: noAws(), store: new StateStore({ clients: noAws() }, { bucket: "unused" }), trust: new TrustStore([]), events: new EventSpy() });
+    web = roleFactories["web"]!(offlineServices({ node: { id: "node-1", roles: ["web"] }, settings: parsed, events: new EventSpy(), logger: log }));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

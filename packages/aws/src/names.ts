@@ -18,4 +18,6 @@ export const stateKeys = {
   results: (commandId: string) => `state/results/${commandId.toLowerCase()}/`,
   /** Who runs the coordinator's schedules now. */
   lease: (name: string) => `state/leases/${name}.json`,
+  /** When a coordinator schedule (backup, drill) last ran, what it sent, and how that ended. */
+  schedule: (name: string) => `state/schedules/${name}.json`,
 };

@@ -13,9 +13,18 @@ export function unroutable(target: Target | undefined): string | undefined {
   return count > MAX_TARGETS ? `a command names at most ${MAX_TARGETS} roles and nodes together (SNS filters on ten message attributes); this one names ${count}` : undefined;
 }
 
-/** Message attributes that SNS filter policies route on. */
+/**
+ * Message attributes that SNS filter policies route on. Events also carry the node they are
+ * about and the command type they answer, so an operator's subscription (e-mail, chat) can ask
+ * for, say, every failed backup-now: `{"kind": ["event"], "type": ["failed"], "command": ["backup-now"]}`.
+ */
 export function routingAttributes(envelope: UnsignedEnvelope): Record<string, string> {
   const attributes: Record<string, string> = { kind: envelope.kind, type: envelope.type, correlation: envelope.correlationId };
+  if (envelope.kind === "event" && typeof envelope.payload === "object" && envelope.payload !== null) {
+    const payload = envelope.payload as { node?: { id?: unknown }; commandType?: unknown };
+    if (typeof payload.node?.id === "string") attributes["node"] = payload.node.id;
+    if (typeof payload.commandType === "string") attributes["command"] = payload.commandType;
+  }
   const target = envelope.target;
   if (target?.all) attributes["to.all"] = "1";
   for (const role of target?.roles ?? []) attributes[`to.role.${role}`] = "1";

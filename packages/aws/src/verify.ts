@@ -1,4 +1,20 @@
-import { err, eventSchemas, isEventType, nodeOfIssuer, parseMessage, TrustStore, type Clock, type ParsedMessage, type Refusal, type Result } from "@bosun/core";
+import {
+  envelopeSchema,
+  err,
+  eventSchemas,
+  isEventType,
+  knownFields,
+  nodeOfIssuer,
+  parseMessage,
+  verifyEnvelope,
+  TrustStore,
+  type Clock,
+  type Envelope,
+  type ParsedMessage,
+  type RecordContract,
+  type Refusal,
+  type Result,
+} from "@bosun/core";
 import type { NodeKeyDirectory } from "./node-keys.ts";
 
 /**
@@ -76,3 +92,28 @@ function bound(result: Result<ParsedMessage, Refusal>, signer: string | undefine
   });
 }
 
+
+/**
+ * Checks a record a node signed with its own key (a backup's manifest or completion record):
+ * the envelope, the record's type and payload, and a signature by a key that node registered.
+ * `node` is who the record must come from, when the reader knows (a snapshot names its node).
+ */
+export async function verifyNodeRecord<P>(raw: unknown, contract: RecordContract<P>, keys: NodeKeyDirectory, node?: string): Promise<Result<{ envelope: Envelope; payload: P; node: string }, Refusal>> {
+  const parsed = envelopeSchema.safeParse(raw);
+  if (!parsed.success) return err({ ...knownFields(raw), verified: false, reason: "bad-envelope", detail: `record: ${parsed.error.issues[0]?.message ?? "malformed"}` });
+  const envelope = parsed.data;
+  const signer = nodeOfIssuer(envelope.issuer);
+  const about = { messageId: envelope.id, type: envelope.type, issuer: envelope.issuer, verified: false };
+  if (envelope.kind !== "record" || envelope.type !== contract.type) return err({ ...about, reason: "unknown-type", detail: `expected a ${contract.type} record, found ${envelope.kind} "${envelope.type}"` });
+  if (!signer) return err({ ...about, reason: "unknown-key", detail: `a ${contract.type} record must be signed by a node's own key, not "${envelope.issuer}"` });
+  if (node !== undefined && signer !== node) return err({ ...about, reason: "wrong-sender", detail: `a ${contract.type} record of node ${node} signed by node ${signer}` });
+  for (const fresh of [false, true]) {
+    for (const key of await keys.keysOf(signer, { fresh })) {
+      if (!verifyEnvelope(envelope, key.publicKey)) continue;
+      const payload = contract.payload.safeParse(envelope.payload);
+      if (!payload.success) return err({ ...about, verified: true, envelope, reason: "bad-payload", detail: `payload.${payload.error.issues[0]?.path.join(".")}: ${payload.error.issues[0]?.message}` });
+      return { ok: true, value: { envelope, payload: payload.data, node: signer } };
+    }
+  }
+  return err({ ...about, reason: "bad-signature", detail: `no key node ${signer} registered signed this ${contract.type} record` });
+}

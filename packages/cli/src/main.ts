@@ -287,6 +287,124 @@ program
     await print(opts.json, await withContext((ctx) => releases(ctx, opts)), renderReleases);
   });
 
+const backup = program
+  .command("backup")
+  .description("Snapshots of the db nodes' databases in S3: take, list, show, verify, prune, drill")
+  .addHelpText(
+    "after",
+    `
+A snapshot counts only when its manifest (every object's SHA-256 and size, the binary-log
+coordinates, per-table checksums) and its completion record, both signed by the node that took
+it, are in the bucket. Backups run on the replica marked for backups (db.backupReplica) unless
+--node names another; the primary is never paused.`,
+  );
+
+backup
+  .command("now")
+  .description("Take a snapshot now (one backup runs at a time: a second request waits for it and reports its snapshot)")
+  .option("--node <id>", "the db node to take it on (default: the replica marked for backups, else the primary)")
+  .option("--kind <kind>", "logical (mariadb-dump), physical (mariabackup) or ebs (EC2 snapshot of the data volume); default db.backup.kind")
+  .option("--reason <text>", "why, for the record")
+  .option("--wait", "follow the backup to its end; exit 1 if it failed")
+  .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 6 * 3600)
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { node?: string; kind?: string; reason?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const { backupNow, renderOperation } = await import("./commands/backup.ts");
+    if (opts.kind && !["logical", "physical", "ebs"].includes(opts.kind)) throw new InvalidArgumentError(`--kind must be logical, physical or ebs, received ${JSON.stringify(opts.kind)}`);
+    const view = await progress(Boolean(opts.json), "backup-now");
+    const result = await withContext((ctx) =>
+      backupNow(ctx, { node: opts.node, kind: opts.kind as "logical" | "physical" | "ebs" | undefined, reason: opts.reason, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
+    );
+    view.done();
+    await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+backup
+  .command("list")
+  .description("List the snapshots in the bucket, newest first, complete or not (and why not)")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { json?: boolean }) => {
+    const { listBackups, renderList } = await import("./commands/backup.ts");
+    await print(opts.json, await withContext((ctx) => listBackups(ctx)), renderList);
+  });
+
+backup
+  .command("show")
+  .description("Show a snapshot's manifest, completion and drills")
+  .argument("<snapshot>", "the snapshot's id (bosun backup list)")
+  .option("--json", "print the result as JSON")
+  .action(async (id: string, opts: { json?: boolean }) => {
+    const { showBackup, renderShow } = await import("./commands/backup.ts");
+    await print(opts.json, await withContext((ctx) => showBackup(ctx, id)), renderShow);
+  });
+
+backup
+  .command("verify")
+  .description("Re-read every object of a snapshot and check its size and SHA-256 against the manifest; exit 1 if any differs")
+  .argument("[snapshot]", "the snapshot's id (default: the latest complete one)")
+  .option("--json", "print the result as JSON")
+  .action(async (id: string | undefined, opts: { json?: boolean }) => {
+    const { verifyBackup, renderVerify } = await import("./commands/backup.ts");
+    const result = await withContext((ctx) => verifyBackup(ctx, id, (key) => !opts.json && process.stderr.write(`checking ${key}...\n`)));
+    await print(opts.json, result, renderVerify);
+    if (!result.ok) process.exitCode = EXIT.failed;
+  });
+
+backup
+  .command("prune")
+  .description("Remove snapshots outside retention (backups.retention: hourly, daily, weekly, monthly counts and the restore window)")
+  .option("--dry-run", "only say what would be removed and why")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
+    const { pruneBackups, renderPrune } = await import("./commands/backup.ts");
+    await print(opts.json, await withContext((ctx) => pruneBackups(ctx, { dryRun: Boolean(opts.dryRun) })), renderPrune);
+  });
+
+backup
+  .command("drill")
+  .description("Restore a snapshot into a scratch server, compare every table's checksum with the manifest, record the RTO")
+  .option("--node <id>", "the db node to run it on (default: the replica marked for backups, else the primary)")
+  .option("--snapshot <id>", "the snapshot (default: the latest complete logical or physical one)")
+  .option("--wait", "follow the drill to its end; exit 1 if it failed")
+  .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 6 * 3600)
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { node?: string; snapshot?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const { drillNow, renderOperation } = await import("./commands/backup.ts");
+    const view = await progress(Boolean(opts.json), "drill");
+    const result = await withContext((ctx) => drillNow(ctx, { node: opts.node, snapshot: opts.snapshot, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }));
+    view.done();
+    await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+program
+  .command("restore")
+  .description("Restore a snapshot into a db node's server, every object checked before the server is touched")
+  .requiredOption("--node <id>", "the db node whose server is replaced")
+  .option("--snapshot <id>", "the snapshot (default: the latest complete logical or physical one)")
+  .option("--replica-of <primary|host:port>", "then replicate from this server to catch up (primary: the db node reporting itself primary)")
+  .option("--wait", "follow the restore to its end; exit 1 if it failed")
+  .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 6 * 3600)
+  .option("--json", "print the result as JSON")
+  .addHelpText(
+    "after",
+    `
+A physical snapshot replaces the data directory (the old one is put back if anything fails); a
+logical one is loaded into the running server (if that fails part-way, the server is stopped: its
+data is half-restored). The server keeps its own server id.`,
+  )
+  .action(async (opts: { node: string; snapshot?: string; replicaOf?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const { restoreNode, renderOperation } = await import("./commands/backup.ts");
+    const view = await progress(Boolean(opts.json), `restore → ${opts.node}`);
+    const result = await withContext((ctx) =>
+      restoreNode(ctx, { node: opts.node, snapshot: opts.snapshot, replicaOf: opts.replicaOf, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
+    );
+    view.done();
+    await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
 program
   .command("events")
   .description("Follow events on the bus (acks, progress, results, refusals, node-up/down, heartbeats) until Ctrl-C")

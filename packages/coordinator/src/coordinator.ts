@@ -18,6 +18,7 @@ import {
 import {
   Bus,
   EventVerifier,
+  Lease,
   NodeKeyDirectory,
   PreconditionFailed,
   QueueConsumer,
@@ -33,7 +34,8 @@ import {
   type ReceivedMessage,
 } from "@bosun/aws";
 import { applyEvent, fleetEvent, markLost, readFleet, type FleetSnapshot, type NodeRecord } from "./fleet.ts";
-import { Lease } from "./lease.ts";
+import { ScheduledOperations } from "./operations.ts";
+
 
 export type CoordinatorState = ServiceState;
 
@@ -44,6 +46,9 @@ export interface CoordinatorDeps {
   trust: TrustStore;
   signer: Signer;
 }
+
+/** How often the leader looks up scheduled backups and drills that have not answered. */
+const OPERATIONS_CHECK_MS = 60_000;
 
 /** How often the leader removes watch queues whose CLI died without removing them. */
 const WATCH_SWEEP_MS = 5 * 60_000;
@@ -72,6 +77,7 @@ export class Coordinator {
   #verifier: EventVerifier | undefined;
   #consumer: QueueConsumer | undefined;
   #tasks: ScheduledTask[] = [];
+  #operations: ScheduledOperations | undefined;
   #timers: NodeJS.Timeout[] = [];
   #ticker: NodeJS.Timeout | undefined;
   #ticking: Promise<void> = Promise.resolve();
@@ -176,7 +182,25 @@ export class Coordinator {
     ];
     void this.#sweepWatchQueues();
     this.#tasks = settings.schedules.map((schedule) => this.#schedule(schedule));
-    this.#log.info({ epoch: this.#lease.epoch, nodes: this.#nodes.size, schedules: this.#tasks.length }, "coordinator leading");
+    this.#operations = new ScheduledOperations(
+      {
+        store: this.#store,
+        logger: this.#log.child({ component: "schedules" }),
+        clock: this.#deps.clock,
+        verifier: () => this.#verifier!,
+        nodes: () => this.nodes(),
+        send: async (type, node, payload) => {
+          const envelope = createMessage(this.#deps.signer, { kind: "command", type, payload, target: { nodes: [node] }, ttlSeconds: this.#settings.commandTtlSeconds, now: this.#deps.clock.now() });
+          await this.#bus!.publish(envelope);
+          return envelope.id;
+        },
+        alert: (payload) => this.#publish("alert", `alert-${randomUUID()}`, payload),
+      },
+      settings.backups,
+    );
+    await this.#operations.start();
+    this.#timers.push(setInterval(() => void this.#operations?.check(), OPERATIONS_CHECK_MS));
+    this.#log.info({ epoch: this.#lease.epoch, nodes: this.#nodes.size, schedules: this.#tasks.length + this.#operations.count }, "coordinator leading");
   }
 
   /** Stops doing the leader's work: events, sweeps, schedules; writes what it knows first. */
@@ -187,6 +211,8 @@ export class Coordinator {
     for (const timer of this.#timers) clearInterval(timer);
     await Promise.all(this.#tasks.map((task) => task.stop()));
     this.#tasks = [];
+    await this.#operations?.stop();
+    this.#operations = undefined;
     await consumer.stopReceiving();
     await consumer.drain(this.#settings.shutdownDeadlineSeconds * 1000);
     clearTimeout(this.#soon);
@@ -247,8 +273,9 @@ export class Coordinator {
       this.#log.warn({ ...refusal, sqsMessageId: message.sqsMessageId }, `refused event: ${parsed.error.reason}`);
       return { action: "dead-letter", reason: parsed.error.reason, detail: parsed.error.detail };
     }
+    this.#operations?.onEvent(parsed.value.envelope);
     const event = fleetEvent(parsed.value.envelope);
-    const applied = applyEvent(this.#nodes.get(event.payload.node.id), event);
+    const applied = applyEvent(event.payload.node && this.#nodes.get(event.payload.node.id), event);
     if (!applied) return { action: "delete" };
     this.#nodes.set(applied.record.id, applied.record);
     if (applied.changed) this.#changed();

@@ -46,6 +46,8 @@ export interface Applied {
 export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Applied | undefined {
   const at = event.issuedAt;
   const ref = event.payload.node;
+  // Events about no node (a coordinator's alert) change no node's record.
+  if (!ref) return undefined;
   if (known && Date.parse(known.lastSeen) > Date.parse(at) && event.type !== "node-down") return undefined;
   const record: NodeRecord = known ? structuredClone(known) : { id: ref.id, roles: ref.roles, status: "up", lastSeen: at };
   record.roles = ref.roles;

@@ -72,6 +72,72 @@ export const appSchema = z
   .strict();
 export type AppSettings = z.infer<typeof appSchema>;
 
+const argv = z.array(z.string().min(1)).min(1);
+
+/** The database this node's db role looks after, and how it is backed up. */
+export const dbSchema = z
+  .object({
+    engine: z.literal("mariadb").default("mariadb"),
+    /** How the agent reaches its server: a socket, or a host and port. */
+    socket: z.string().min(1).optional(),
+    host: z.string().min(1).default("127.0.0.1"),
+    port: z.number().int().min(1).max(65535).default(3306),
+    user: z.string().min(1).default("root"),
+    /** A file holding the password (0600); passwords never travel in settings, messages or argv. */
+    passwordFile: z.string().min(1).optional(),
+    /** The server's data directory, replaced by a physical restore. */
+    dataDir: z.string().min(1).default("/var/lib/mysql"),
+    /** How the agent stops and starts its server (a physical restore replaces the data directory in between). */
+    stopCommand: argv.default(["systemctl", "stop", "mariadb"]),
+    startCommand: argv.default(["systemctl", "start", "mariadb"]),
+    /** The account a restored server replicates with (REPLICATION SLAVE on the primary); its password in a file. */
+    replicationUser: z.string().min(1).default("repl"),
+    replicationPasswordFile: z.string().min(1).optional(),
+    /** Where other servers reach this one to replicate from it (reported in heartbeats, used by `bosun restore --replica-of primary`). */
+    advertise: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict().optional(),
+    /** This server is a replica set aside for backups: backups stop its SQL thread, never the primary's writes. */
+    backupReplica: z.boolean().default(false),
+    /** Where drills and restores stage files (a scratch server, an extracted physical backup). */
+    scratchDir: z.string().min(1).optional(),
+    backup: z
+      .object({
+        kind: z.enum(["logical", "physical", "ebs"]).default("logical"),
+        compression: z.enum(["zstd", "gzip"]).default("zstd"),
+        /** A file holding a 32-byte key: snapshots are encrypted on the node (AES-256-GCM) before they leave it. */
+        encryptionKeyFile: z.string().min(1).optional(),
+        /** Multipart part size: memory per upload is about four parts; 10,000 parts bound the object's size. */
+        partMB: z.number().int().min(5).max(5120).default(16),
+        /** The EBS volume that holds the data directory, for `ebs` snapshots. */
+        ebsVolumeId: z.string().regex(/^vol-[0-9a-f]+$/).optional(),
+      })
+      .strict()
+      .default({ kind: "logical", compression: "zstd", partMB: 16 }),
+  })
+  .strict();
+export type DbSettings = z.infer<typeof dbSchema>;
+
+/** How long backups are kept, grandfather-father-son, computed from what is in the bucket. */
+export const retentionSchema = z
+  .object({
+    hourly: z.number().int().min(0).max(1000).default(24),
+    daily: z.number().int().min(0).max(1000).default(7),
+    weekly: z.number().int().min(0).max(1000).default(4),
+    monthly: z.number().int().min(0).max(1000).default(6),
+    /** A restore to any moment of the last `windowDays` days must stay possible. */
+    windowDays: z.number().int().min(0).max(3650).default(7),
+  })
+  .strict();
+
+export const backupsSchema = z
+  .object({
+    /** When the coordinator takes a backup (node-cron syntax); none by default. */
+    schedule: z.string().min(9).optional(),
+    /** When it restores the latest snapshot into a scratch server to prove it (weekly by default). */
+    drillSchedule: z.string().min(9).default("0 0 4 * * 0"),
+    retention: retentionSchema.default({ hourly: 24, daily: 7, weekly: 4, monthly: 6, windowDays: 7 }),
+  })
+  .strict();
+
 /**
  * Bosun's own settings. Each has a name in the config file and a BOSUN_* variable;
  * AWS settings are the SDK's own (AWS_REGION, AWS_ENDPOINT_URL, the credential chain).
@@ -112,6 +178,10 @@ export const settingsSchema = z.object({
     )
     .default([]),
   /** The local emulator's address, written by `bosun dev`; used only when AWS_ENDPOINT_URL is unset. */
+  /** The db role's database (db nodes). */
+  db: z.preprocess(json, dbSchema).optional(),
+  /** Backup schedules and retention (the coordinator and `bosun backup prune`). */
+  backups: z.preprocess(json, backupsSchema).default({ drillSchedule: "0 0 4 * * 0", retention: { hourly: 24, daily: 7, weekly: 4, monthly: 6, windowDays: 7 } }),
   devEndpoint: z.url().optional(),
   logLevel: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info"),
 });
@@ -137,6 +207,8 @@ export const settingEnv: Record<SettingName, string> = {
   maxMessageBytes: "BOSUN_MAX_MESSAGE_BYTES",
   apps: "BOSUN_APPS",
   schedules: "BOSUN_SCHEDULES",
+  db: "BOSUN_DB",
+  backups: "BOSUN_BACKUPS",
   devEndpoint: "BOSUN_DEV_ENDPOINT",
   logLevel: "BOSUN_LOG_LEVEL",
 };
@@ -219,6 +291,16 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings & { co
   }
   const appsFromFile = sources.get("apps")?.from.startsWith("setting") ?? false;
   for (const app of Object.values(settings.apps)) app.root = resolve(appsFromFile ? base : cwd, app.root);
+  if (settings.db) {
+    const dbBase = sources.get("db")?.from.startsWith("setting") ? base : cwd;
+    const db = settings.db;
+    db.dataDir = resolve(dbBase, db.dataDir);
+    if (db.socket) db.socket = resolve(dbBase, db.socket);
+    if (db.passwordFile) db.passwordFile = resolve(dbBase, db.passwordFile);
+    if (db.replicationPasswordFile) db.replicationPasswordFile = resolve(dbBase, db.replicationPasswordFile);
+    if (db.scratchDir) db.scratchDir = resolve(dbBase, db.scratchDir);
+    if (db.backup.encryptionKeyFile) db.backup.encryptionKeyFile = resolve(dbBase, db.backup.encryptionKeyFile);
+  }
   return configFile ? { ...settings, configFile } : settings;
 }
 

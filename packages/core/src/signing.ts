@@ -2,12 +2,17 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, t
 import canonicalize from "canonicalize";
 import type { Envelope, UnsignedEnvelope } from "./envelope.ts";
 
+/** RFC 8785 canonical JSON: the same text for the same value, whatever order its keys came in. */
+export function canonicalJson(value: unknown): string {
+  const text = canonicalize(value);
+  if (text === undefined) throw new TypeError("value cannot be canonicalised");
+  return text;
+}
+
 /** Bytes that a signature covers: the RFC 8785 canonical JSON of the envelope without `sig`. */
 export function signedBytes(envelope: UnsignedEnvelope): Buffer {
   const { sig: _ignored, ...rest } = envelope as Envelope;
-  const text = canonicalize(rest);
-  if (text === undefined) throw new TypeError("envelope cannot be canonicalised");
-  return Buffer.from(text, "utf8");
+  return Buffer.from(canonicalJson(rest), "utf8");
 }
 
 export function signEnvelope(envelope: UnsignedEnvelope, privateKey: KeyObject): Envelope {

@@ -1,13 +1,20 @@
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadSettings } from "@bosun/core";
 
-const noFile = () => mkdtemp(join(tmpdir(), "bosun-config-"));
+const made: string[] = [];
+const noFile = async () => {
+  const dir = await mkdtemp(join(tmpdir(), "bosun-config-"));
+  made.push(dir);
+  return dir;
+};
 
 describe("settings", () => {
+  after(() => Promise.all(made.map((dir) => rm(dir, { recursive: true, force: true }))));
+
   it("has defaults when nothing is set", async () => {
     const settings = loadSettings({ env: {}, cwd: await noFile() });
     assert.equal(settings.cluster, "dev");

@@ -3,8 +3,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { TrustStore, createMessage, generateSigningKey, privateKeyFromPem, publicKeyFromBase64, settingsSchema, type Envelope, type EventPayload, type EventType, type Signer, type Target } from "@bosun/core";
-import { StateStore, type AwsClients, type ReceivedMessage } from "@bosun/aws";
+import { TrustStore, createMessage, generateSigningKey, privateKeyFromPem, publicKeyFromBase64, settingsSchema, type Envelope, type EventPayload, type EventType, type Logger, type NodeRef, type Settings, type Signer, type Target } from "@bosun/core";
+import { StateStore, signRecord, type AwsClients, type ReceivedMessage } from "@bosun/aws";
 import { Ledger, MessagePipeline, type CommandDefinition, type EventSink, type RoleServices } from "@bosun/agent";
 
 export interface SpiedEvent {
@@ -57,8 +57,7 @@ export class PipelineHarness {
     const parsed = settingsSchema.parse({ stateDir: dir, ...settings });
     const clock = { now: () => new Date() };
     const logger = pino({ level: "silent" });
-    const clients = noAws();
-    const services: RoleServices = { node, settings: parsed, logger, clock, clients, store: new StateStore({ clients }, { bucket: "unused" }), trust, events: this.events };
+    const services = offlineServices({ node, settings: parsed, events: this.events, trust, logger });
     this.pipeline = new MessagePipeline(
       { ledger: this.ledger, events: this.events, clock, trust, logger, services },
       {
@@ -91,6 +90,27 @@ export class PipelineHarness {
   close(): Promise<void> {
     return rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** A role's services with no AWS behind them: for handlers and roles run in this process. */
+export function offlineServices(options: { node: NodeRef; settings: Settings; events: EventSink; trust?: TrustStore; logger?: Logger }): RoleServices {
+  const clients = noAws();
+  const key = generateSigningKey();
+  const signer: Signer = { keyId: `node.${options.node.id}`, privateKey: privateKeyFromPem(key.privateKeyPem) };
+  return {
+    node: options.node,
+    settings: options.settings,
+    logger: options.logger ?? pino({ level: "silent" }),
+    clock: { now: () => new Date() },
+    clients,
+    store: new StateStore({ clients }, { bucket: "unused" }),
+    trust: options.trust ?? new TrustStore([]),
+    events: options.events,
+    signRecord: (type, payload) => signRecord(signer, type, payload),
+    nodeKeyDirectory: () => {
+      throw new Error("this test does not reach AWS, but looked up nodes' keys");
+    },
+  };
 }
 
 /** AWS clients for tests that must not reach AWS: any use fails, saying so. */

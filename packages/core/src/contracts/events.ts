@@ -2,12 +2,13 @@ import { z } from "zod";
 import { namePattern } from "../envelope.ts";
 import { refusalReasons } from "../parse.ts";
 import { webReportSchema } from "./web.ts";
+import { dbReportSchema } from "./db.ts";
 
 const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
 export type NodeRef = z.infer<typeof nodeRef>;
 
 /** What each of a node's roles adds to its node-up and heartbeats (web: the releases it serves). */
-export const roleReportsSchema = z.object({ web: webReportSchema.optional() }).strict();
+export const roleReportsSchema = z.object({ web: webReportSchema.optional(), db: dbReportSchema.optional() }).strict();
 export type RoleReports = z.infer<typeof roleReportsSchema>;
 
 /**
@@ -39,6 +40,17 @@ export const eventSchemas = {
   }),
   "node-up": z.object({ node: nodeRef, version: z.string(), startedAt: z.iso.datetime(), pid: z.number().int(), report: roleReportsSchema }),
   "node-down": z.object({ node: nodeRef, reason: z.enum(["decommissioned", "lost"]), lastSeen: z.iso.datetime().optional() }),
+  /**
+   * Something an operator must hear about that is no command's answer: a scheduled backup that
+   * did not run, a drill that failed, a restore undone at start. Subscribe e-mail or chat to these.
+   */
+  alert: z.object({
+    node: nodeRef.optional(),
+    severity: z.enum(["warning", "critical"]),
+    code: z.string().regex(/^[A-Z][A-Z0-9_]{1,63}$/),
+    message: z.string().max(2000),
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
   heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), report: roleReportsSchema }),
 } as const;
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { PreconditionFailed, type StateStore } from "@bosun/aws";
+import { PreconditionFailed, type StateStore } from "./state.ts";
 import type { Clock } from "@bosun/core";
 
 const leaseSchema = z.object({ holder: z.string(), epoch: z.number().int().positive(), expiresAt: z.iso.datetime() });
