@@ -1,15 +1,12 @@
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { createConnection, type Connection } from "mysql2/promise";
 import { freePort } from "./web.ts";
 import { onPath } from "./tools.ts";
-
-const run = promisify(execFile);
+import { demoDataSql, installDataDir, pidAlive, serverArgs, serverControls, serverPid, startServer, stopServer } from "../../packages/cli/src/devdb.ts";
 
 /** Why real MariaDB cannot run here, or undefined when it can. */
 export function mariadbMissing(): string | undefined {
@@ -22,8 +19,8 @@ export function mariadbMissing(): string | undefined {
  * A throwaway mariadbd of the tests' own: a data directory in a temp dir, a free port, a socket,
  * binary logging with GTIDs, started in the foreground as this process's child. Never the
  * machine's own MariaDB. A server a node's agent stops and starts (a physical restore) is run
- * through mariadbd-ctl.ts instead: `controls` gives the argv the agent's stop and start commands
- * use, and stopping it goes by its pid file.
+ * detached as `bosun dev` runs its own (`controlled`): `controls` gives the argv of the agent's
+ * stop and start commands (`bosun db-server`), and stopping it goes by its pid file.
  */
 export class MariaDb {
   readonly dir: string;
@@ -51,45 +48,13 @@ export class MariaDb {
     return pidAlive(this.#pid());
   }
 
-  /** The arguments this server runs with; restarts (and a node's start command) use the same. */
-  static args(dir: string, port: number, serverId: number): string[] {
-    return [
-      "--no-defaults",
-      ...(process.getuid?.() === 0 ? ["--user=root"] : []),
-      `--datadir=${join(dir, "data")}`,
-      `--port=${port}`,
-      "--bind-address=127.0.0.1",
-      `--socket=${join(dir, "mysqld.sock")}`,
-      `--pid-file=${join(dir, "mysqld.pid")}`,
-      `--log-error=${join(dir, "error.log")}`,
-      `--tmpdir=${join(dir, "tmp")}`,
-      `--server-id=${serverId}`,
-      `--log-bin=${join(dir, "data", "binlog")}`,
-      "--binlog-format=ROW",
-      "--log-slave-updates",
-      "--innodb-buffer-pool-size=64M",
-      "--innodb-log-file-size=16M",
-      "--skip-name-resolve",
-    ];
-  }
-
   /** A new server with an empty data directory (mariadb-install-db), ready for queries. */
   static async start(options: { serverId: number; name?: string; dir?: string; controlled?: boolean }): Promise<MariaDb> {
     const dir = options.dir ?? (await mkdtemp(join(tmpdir(), `bosun-${options.name ?? "mariadb"}-`)));
-    await mkdir(join(dir, "data"), { recursive: true });
-    await mkdir(join(dir, "tmp"), { recursive: true });
-    // A temp directory of its own: servers bootstrapped at once in one /tmp can trip over each other's temporary tables.
-    await run("mariadb-install-db", [
-      "--no-defaults",
-      `--datadir=${join(dir, "data")}`,
-      ...(process.getuid?.() === 0 ? ["--user=root"] : []),
-      "--auth-root-authentication-method=normal",
-      "--skip-test-db",
-      `--tmpdir=${join(dir, "tmp")}`,
-    ]);
+    await installDataDir(dir);
     const port = await freePort();
     if (options.controlled) {
-      await run(process.execPath, [...controlScript(), "start", dir, String(port), String(options.serverId)]);
+      await startServer(dir, port, options.serverId);
       return new MariaDb(undefined, dir, port, options.serverId);
     }
     return MariaDb.run(dir, port, options.serverId);
@@ -97,7 +62,7 @@ export class MariaDb {
 
   /** Starts mariadbd on an existing data directory and waits until it answers. */
   static async run(dir: string, port: number, serverId: number): Promise<MariaDb> {
-    const child = spawn("mariadbd", MariaDb.args(dir, port, serverId), { stdio: "ignore" });
+    const child = spawn("mariadbd", serverArgs(dir, port, serverId), { stdio: "ignore" });
     const server = new MariaDb(child, dir, port, serverId);
     await server.ready();
     return server;
@@ -105,18 +70,11 @@ export class MariaDb {
 
   /** The stop and start commands a node's agent runs for this server (db.stopCommand, db.startCommand). */
   get controls(): { stopCommand: string[]; startCommand: string[] } {
-    return {
-      stopCommand: [process.execPath, ...controlScript(), "stop", this.dir],
-      startCommand: [process.execPath, ...controlScript(), "start", this.dir, String(this.port), String(this.serverId)],
-    };
+    return serverControls(this.dir, this.port, this.serverId);
   }
 
   #pid(): number {
-    try {
-      return Number.parseInt(readFileSync(join(this.dir, "mysqld.pid"), "utf8"), 10);
-    } catch {
-      return 0;
-    }
+    return serverPid(this.dir);
   }
 
   /** Stops the server: its child by a signal, a controlled one through its pid file; SIGKILL after `killAfterMs`. */
@@ -130,7 +88,7 @@ export class MariaDb {
       clearTimeout(timer);
       return;
     }
-    await stopByPid(this.#pid(), killAfterMs);
+    await stopServer(this.dir, killAfterMs);
   }
 
   /** Kills the server at once, as a crash would. */
@@ -205,21 +163,9 @@ export class MariaDb {
   }
 }
 
-/** A little data to back up: two schemas, a few tables, rows of several types. */
+/** A little data to back up: two schemas, a few tables, rows of several types (what `bosun dev` loads). */
 export async function loadDemoData(db: MariaDb, rows = 200): Promise<void> {
-  const values = Array.from({ length: rows }, (_, i) => `(${i + 1}, 'customer ${i + 1}', ${(i * 37) % 1000}.${i % 100}, '2026-01-${String((i % 28) + 1).padStart(2, "0")}')`).join(",");
-  await db.query(
-    [
-      "CREATE DATABASE IF NOT EXISTS shop",
-      "CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(100), balance DECIMAL(10,2), since DATE) ENGINE=InnoDB",
-      `INSERT INTO shop.customers VALUES ${values}`,
-      "CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, customer INT, total DECIMAL(10,2), note TEXT) ENGINE=InnoDB",
-      "INSERT INTO shop.orders (customer, total, note) SELECT id, balance / 2, REPEAT('x', id % 50) FROM shop.customers",
-      "CREATE DATABASE IF NOT EXISTS audit",
-      "CREATE TABLE audit.log (at DATETIME, what VARCHAR(200)) ENGINE=InnoDB",
-      "INSERT INTO audit.log VALUES (NOW(), 'demo data loaded')",
-    ].join(";"),
-  );
+  await db.query(demoDataSql(rows));
 }
 
 /** A MariaDB options file holding a password, readable by its owner only: passwords never go in argv. */
@@ -229,27 +175,3 @@ export async function optionsFile(dir: string, password: string): Promise<string
   return path;
 }
 
-function controlScript(): string[] {
-  return [join(import.meta.dirname, "mariadbd-ctl.ts")];
-}
-
-export function pidAlive(pid: number): boolean {
-  if (!(pid > 0)) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Sends SIGTERM to a process and waits until it is gone (SIGKILL after `killAfterMs`). */
-export async function stopByPid(pid: number, killAfterMs: number): Promise<void> {
-  if (!pidAlive(pid)) return;
-  process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + killAfterMs;
-  while (pidAlive(pid)) {
-    if (Date.now() > deadline) process.kill(pid, "SIGKILL");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

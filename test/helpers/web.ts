@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { ChildServer } from "./process.ts";
 import { fileURLToPath } from "node:url";
 import { simpleGit } from "simple-git";
+import { freePort } from "../../packages/cli/src/devdb.ts";
 
 /** A real git repository in a temp directory, for releases to come from. */
 export class SiteRepo {
@@ -49,14 +48,7 @@ export class SiteRepo {
   }
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const port = (server.address() as { port: number }).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
+export { freePort };
 
 /** The server-block include deploy/ ships for apps Bosun releases: the tests serve through it as a node would. */
 const appConf = fileURLToPath(new URL("../../deploy/nginx/bosun-app.conf", import.meta.url));

@@ -85,12 +85,12 @@ program
 
 program
   .command("dev")
-  .description("Run a whole fleet on this machine: emulator, coordinator, two web agents, a balancer and (with mariadbd) a db agent")
+  .description("Run a whole fleet on this machine: emulator, coordinator, web agents, a balancer and (with MariaDB installed) a primary and a replica db node")
   .option("--dir <dir>", "where the fleet keeps its state", ".bosun/dev")
   .option("--port <port>", "port of the local SQS/SNS/S3 endpoint (0 picks a free one)", positiveInt("--port"), 4566)
   .option("--site-port <port>", "first port of the web nodes' demo sites (0 picks free ones)", positiveInt("--site-port"), 8081)
   .option("--web <n>", "how many web agents", positiveInt("--web"), 2)
-  .option("--no-db", "do not start a db agent even if mariadbd is installed")
+  .option("--no-db", "do not start the db nodes even if MariaDB is installed")
   .action(async (opts: { dir: string; port: number; sitePort: number; web: number; db: boolean }) => {
     const { dev } = await import("./commands/dev.ts");
     const { formatChildLine } = await import("./devlog.ts");
@@ -109,6 +109,9 @@ program
         `Demo site: ${fleet.nodes.filter((n) => n.site).map((n) => `${n.id} ${n.site}`).join(", ")}; its repository is ${fleet.demoRepo}.`,
         `In another terminal, from this directory: bosun nodes, bosun release --app demo --ref HEAD --wait, bosun rollback --app demo --wait,`,
         `bosun send probe --target all --wait, bosun events.`,
+        ...(fleet.nodes.some((n) => n.roles.includes("db"))
+          ? ["Databases: db-1 (primary), db-2 (replica, backups): bosun backup now --wait, bosun backup list, bosun backup drill --wait, bosun restore --node db-2 --replica-of primary --wait."]
+          : []),
         `Ctrl-C stops them all.`,
         "",
       ].join("\n"),
@@ -403,6 +406,20 @@ data is half-restored). The server keeps its own server id.`,
     view.done();
     await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+program
+  .command("db-server", { hidden: true })
+  .description("Start or stop a local MariaDB server of `bosun dev` (a dev db node's stop and start commands)")
+  .argument("<action>", "start or stop")
+  .argument("<dir>", "the server's directory")
+  .argument("[port]", "with start: its port")
+  .argument("[server-id]", "with start: its server id")
+  .action(async (action: string, dir: string, port?: string, serverId?: string) => {
+    const { startServer, stopServer } = await import("./devdb.ts");
+    if (action === "stop") return stopServer(dir);
+    if (action === "start" && port && serverId) return startServer(dir, Number(port), Number(serverId));
+    throw new InvalidArgumentError("usage: bosun db-server start <dir> <port> <server-id> | stop <dir>");
   });
 
 program

@@ -6,6 +6,7 @@ import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
 import { startEmulator, type Emulator } from "../emulator.ts";
 import { ensureDemoRepo, startSiteServer } from "../devsite.ts";
+import { startDevDatabases, type DevDatabases } from "../devdb.ts";
 import { init } from "./init.ts";
 import { keysGenerate } from "./keys.ts";
 
@@ -37,7 +38,8 @@ const devKeys = [
 
 /**
  * A whole fleet on this machine: the emulator, the topology, keys, a coordinator, two web
- * agents, a balancer and (with MariaDB installed) a db agent, each a child process.
+ * agents, a balancer and (with MariaDB installed) two db nodes, each a child process: db-1 with
+ * a MariaDB primary, db-2 with a replica of it marked for backups (devdb.ts).
  */
 export async function dev(options: DevOptions): Promise<DevFleet> {
   const dir = resolve(options.dir);
@@ -47,11 +49,13 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
   const started: BosunProcess[] = [];
   const sites: { close(): Promise<void> }[] = [];
   let emulator: Emulator | undefined;
+  let databases: DevDatabases | undefined;
   const close = async () => {
     const results = await Promise.allSettled(started.reverse().map((p) => p.stop(90_000)));
     for (const [i, r] of results.entries()) {
       if (r.status === "fulfilled" && r.value.code !== 0) options.onLine(started[i]!.name, `exited with ${r.value.code ?? r.value.signal}`);
     }
+    await databases?.close();
     await Promise.allSettled(sites.map((s) => s.close()));
     await emulator?.stop().catch(() => undefined);
     await rm(join(dir, "children.json"), { force: true });
@@ -95,11 +99,14 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
       ctx.close();
     }
 
-    const withDb = options.db ?? onPath("mariadbd");
+    const withDb = options.db ?? ["mariadbd", "mariadb-install-db", "mariadb-dump", "mariadb"].every(onPath);
+    if (withDb) {
+      databases = await startDevDatabases(join(dir, "databases"), { onLine: (line) => options.onLine("dev", line) });
+    }
     const nodes: DevFleet["nodes"] = [
       ...Array.from({ length: options.web }, (_, i) => ({ id: `web-${i + 1}`, roles: ["web"] })),
       { id: "lb-1", roles: ["balancer"] },
-      ...(withDb ? [{ id: "db-1", roles: ["db"] }] : []),
+      ...(withDb ? [{ id: "db-1", roles: ["db"] }, { id: "db-2", roles: ["db"] }] : []),
     ];
     const env = (extra: Record<string, string>) => ({ ...process.env, BOSUN_CONFIG: configFile, ...extra });
     const launch = async (name: string, args: string[], extra: Record<string, string>) => {
@@ -120,6 +127,7 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         node.site = site.url;
         extra["BOSUN_APPS"] = JSON.stringify({ demo: { root, repos: [demoRepo], health: { url: `${site.url}/.bosun-release`, marker: true } } });
       }
+      if (node.roles.includes("db")) extra["BOSUN_DB"] = databases!.settings[node.id]!;
       await launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
         // Each node makes its own event key in its state directory and registers it.
         BOSUN_STATE_DIR: join(dir, "nodes", node.id),

@@ -61,5 +61,10 @@ export interface DatabaseEngine {
   recover(): Promise<string | undefined>;
   /** Stops the server (the node's stop command): a half-restored server must not serve. */
   stop(): Promise<void>;
+  /**
+   * Before a restore: starts the server again when an earlier logical load failed part-way and
+   * stopped it, so the new restore can replace its half-restored data.
+   */
+  startIfHalfRestored(): Promise<void>;
   scratchServer(kind: "logical" | "physical", options: { dir: string; signal: AbortSignal; physical?: Readable }): Promise<ScratchServer>;
 }

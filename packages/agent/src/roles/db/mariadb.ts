@@ -146,8 +146,6 @@ export class MariaDbEngine implements DatabaseEngine {
 
   async restoreLogical(stream: Readable, options: { signal: AbortSignal }): Promise<void> {
     const journal = await this.#journal();
-    // Restoring again after a load that failed part-way (and stopped the server for it).
-    if ((await journal.read())?.kind === "logical") await this.#start();
     await journal.write({ kind: "logical", startedAt: new Date().toISOString() });
     const scratch = await this.scratchDir();
     const auth = await this.#optionsFile(scratch);
@@ -249,6 +247,15 @@ export class MariaDbEngine implements DatabaseEngine {
 
   async stop(): Promise<void> {
     await toolOutput(this.#db.stopCommand, { log: this.#log });
+  }
+
+  async startIfHalfRestored(): Promise<void> {
+    if ((await (await this.#journal()).read())?.kind !== "logical") return;
+    const answers = await this.#with((c) => c.query("SELECT 1")).then(
+      () => true,
+      () => false,
+    );
+    if (!answers) await this.#start();
   }
 
   async #start(): Promise<void> {

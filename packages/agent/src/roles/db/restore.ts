@@ -117,6 +117,7 @@ export async function restoreSnapshot(
 ): Promise<RestoreResult> {
   const started = Date.now();
   const { manifest, key } = await usableSnapshot(services, request.snapshot, { kinds: ["logical", "physical"] });
+  await engine.startIfHalfRestored();
   const server = await engine.describe();
   if (manifest.kind === "physical" && majorMinor(server.version) !== majorMinor(manifest.server.version)) {
     throw new BackupFailed("SNAPSHOT_VERSION", `snapshot ${manifest.snapshot} is a physical backup of MariaDB ${manifest.server.version}; this server runs ${server.version}: restore a logical snapshot instead`);
