@@ -461,18 +461,20 @@ async function waitUntil(attempt: () => Promise<unknown>, timeoutMs: number, gav
  * position near the end.
  */
 class DumpCoordinates extends Transform {
-  #head = "";
-  #tail = "";
+  #head = Buffer.alloc(0);
+  #tail = Buffer.alloc(0);
 
+  // Only the first 64 KiB and the last 8 KiB are kept (as bytes: decoding a whole dump costs CPU and memory).
   override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
-    if (this.#head.length < 65536) this.#head += chunk.toString("latin1").slice(0, 65536 - this.#head.length);
-    this.#tail = (this.#tail + chunk.toString("latin1")).slice(-8192);
+    if (this.#head.length < 65536) this.#head = Buffer.concat([this.#head, chunk.subarray(0, 65536 - this.#head.length)]);
+    this.#tail = chunk.length >= 8192 ? Buffer.from(chunk.subarray(chunk.length - 8192)) : Buffer.concat([this.#tail, chunk]).subarray(-8192);
     done(null, chunk);
   }
 
   coordinates(): Coordinates | undefined {
-    const at = /CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)/.exec(this.#head);
-    const gtid = /gtid_slave_pos='([^']*)'/.exec(this.#tail) ?? /gtid_slave_pos='([^']*)'/.exec(this.#head);
+    const [head, tail] = [this.#head.toString("latin1"), this.#tail.toString("latin1")];
+    const at = /CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)/.exec(head);
+    const gtid = /gtid_slave_pos='([^']*)'/.exec(tail) ?? /gtid_slave_pos='([^']*)'/.exec(head);
     return at ? { file: at[1]!, position: Number(at[2]), gtid: gtid?.[1] ?? "" } : undefined;
   }
 }
