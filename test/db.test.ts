@@ -2,8 +2,8 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { copyFile, mkdir, readdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { CreateVolumeCommand, DescribeSnapshotsCommand, EC2Client } from "@aws-sdk/client-ec2";
@@ -40,6 +40,7 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
   let lone: MariaDb;
   let coordinator: TestProcess;
   let loneAgent: TestProcess;
+  let targetAgent: TestProcess;
   let proxy: S3Proxy;
   let moto: Moto;
   let volumeId: string;
@@ -60,6 +61,7 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     }),
   });
   const loneEnv = () => ({ ...dbEnv(lone), AWS_ENDPOINT_URL_S3: proxy.endpoint });
+  const targetEnv = (controls = target.controls) => dbEnv(target, { ...controls, scratchDir: targetScratch }, { encryptionKeyFile: targetKeyFile });
 
   const manifestOf = async (snapshot: string) => (await store.get<Envelope>(backupKeys.manifest(snapshot)))!.payload as BackupManifest;
 
@@ -135,10 +137,10 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     // About 40 MB that does not compress: a dump long enough to be cut off part-way.
     await lone.query("CREATE DATABASE big; CREATE TABLE big.blobs (id INT PRIMARY KEY, data VARBINARY(1024)) ENGINE=InnoDB; INSERT INTO big.blobs SELECT seq, RANDOM_BYTES(1024) FROM big.seq_1_to_40000");
     coordinator = await fleet.startCoordinator();
-    [, , , loneAgent] = await Promise.all([
+    [, , targetAgent, loneAgent] = await Promise.all([
       fleet.startAgent("db-1", ["db"], dbEnv(primary, { advertise: { host: "127.0.0.1", port: primary.port } })),
       fleet.startAgent("db-2", ["db"], { ...dbEnv(replica, { backupReplica: true }, { ebsVolumeId: volumeId }), AWS_ENDPOINT_URL_EC2: moto.endpoint }),
-      fleet.startAgent("db-3", ["db"], dbEnv(target, { ...target.controls, scratchDir: targetScratch }, { encryptionKeyFile: targetKeyFile })),
+      fleet.startAgent("db-3", ["db"], targetEnv()),
       fleet.startAgent("db-4", ["db"], loneEnv()),
     ]);
     await fleet.waitForNodes(["db-1", "db-2", "db-3", "db-4"]);
@@ -191,6 +193,32 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     assert.equal(Number(schemas[0]!.n), 0, "the data directory was replaced, not merged");
     const [id] = await target.query<{ id: number }[]>("SELECT @@server_id AS id");
     assert.equal(Number(id!.id), 3, "the restored server keeps its own server id");
+  });
+
+  it("an agent killed while a physical restore starts the new data puts the old data directory back at its next start, starts the server and raises an alert", async () => {
+    await markTarget();
+    const snapshot = await backupOn("db-2", "physical");
+    // The server's start command hangs (a start that never returns), so the agent can be killed at that step.
+    const hang = "86397";
+    await targetAgent.stop();
+    targetAgent = await fleet.startAgent("db-3", ["db"], targetEnv({ ...target.controls, startCommand: ["sleep", hang] }));
+    const command = fleet.command("restore", { snapshot }, { nodes: ["db-3"] });
+    await fleet.publish(command);
+    await fleet.waitForEvent((e) => e.correlationId === command.id && e.type === "progress" && (e.payload as { message: string }).message === "starting the server", "the restore starting the server", 120_000);
+    targetAgent.child.kill("SIGKILL");
+    await targetAgent.exited;
+    await run("pkill", ["-KILL", "-x", "-f", `sleep ${hang}`]).catch(() => undefined);
+    assert.equal(target.running, false, "the agent died with the server stopped and the snapshot's data in place");
+    targetAgent = await fleet.startAgent("db-3", ["db"], targetEnv());
+    const alert = await fleet.waitForEvent((e) => e.type === "alert" && (e.payload as { code: string }).code === "RESTORE_INTERRUPTED", "the alert about the interrupted restore", 60_000);
+    assert.match((alert.payload as { message: string }).message, /a physical restore started .* was interrupted: the data it was replacing is back in .* and the server started/);
+    assert.ok(target.running, "the server runs again");
+    await assertTargetUntouched("an interrupted physical restore");
+    const result = await resultOf(command.id, "db-3");
+    assert.equal(result.type, "failed");
+    assert.equal((result.payload as { code?: string }).code, "INTERRUPTED");
+    const leftovers = (await readdir(dirname(target.dataDir))).filter((name) => name.includes(".bosun-before-"));
+    assert.deepEqual(leftovers, [], "no data directory is left aside");
   });
 
   it("a corrupted or missing object, a snapshot without its completion record, and a wrong key are refused before the server is touched, naming what is wrong", async () => {
