@@ -7,8 +7,9 @@ import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { CreateVolumeCommand, DescribeSnapshotsCommand, EC2Client } from "@aws-sdk/client-ec2";
-import { StateStore, backupKeys, pendingUploads, stateKeys } from "@bosun/aws";
+import { StateStore, backupKeys, manifestDigest, pendingUploads, signRecord, stateKeys } from "@bosun/aws";
 import type { BackupManifest, Envelope } from "@bosun/core";
+import { NodeKeyring } from "../packages/agent/src/node-key.ts";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { MariaDb, loadDemoData, mariadbMissing } from "./helpers/mariadb.ts";
 import { Moto, motoMissing } from "./helpers/moto.ts";
@@ -328,6 +329,23 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     const latest = await operation(["backup", "drill"]);
     assert.equal(latest.code, 0, latest.stderr + latest.stdout);
     assert.equal(latest.done!.snapshot, physical, "without --snapshot, the latest complete snapshot is drilled");
+  });
+
+  it("a drill whose restored tables do not match the checksums the manifest records fails, naming the table, and its report in S3 says so", async () => {
+    const snapshot = await backupOn("db-2", "logical");
+    const manifest = await manifestOf(snapshot);
+    // As if the snapshot tool had written other data than the server held: the node's own key re-signs a manifest with one checksum changed.
+    const signer = (await NodeKeyring.open(fleet.stateDir("db-2"))).signer("db-2");
+    const forged = signRecord(signer, "backup-manifest", { ...manifest, tables: { ...manifest.tables, "shop.customers": "12345" } });
+    await store.put(backupKeys.manifest(snapshot), forged);
+    await store.put(backupKeys.complete(snapshot), signRecord(signer, "backup-complete", { snapshot, manifestSha256: manifestDigest(forged), completedAt: new Date().toISOString() }));
+    const drill = await operation(["backup", "drill", "--node", "db-2", "--snapshot", snapshot]);
+    assert.equal(drill.code, 1, drill.stderr + drill.stdout);
+    assert.match(drill.failed!.detail!, new RegExp(`snapshot ${snapshot} did not restore as it was taken: shop.customers checksum ${manifest.tables!["shop.customers"]} \\(recorded 12345\\)`));
+    const shown = JSON.parse((await fleet.bosun(["backup", "show", snapshot, "--json"])).stdout) as { drills: { ok: boolean; mismatched: { table: string }[] }[] };
+    assert.equal(shown.drills.length, 1, "the failed drill's report is in S3");
+    assert.equal(shown.drills[0]!.ok, false);
+    assert.deepEqual(shown.drills[0]!.mismatched.map((m) => m.table), ["shop.customers"]);
   });
 
   it("S3 failing mid-upload fails the backup with the reason, aborts the multipart upload, and leaves nothing that looks complete", async () => {
