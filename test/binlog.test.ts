@@ -1,0 +1,295 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { NodeKeyDirectory, StateStore, binlogKeys, ensureTopic, listObjects, verifyChain, type ChainReport } from "@bosun/aws";
+import type { BinlogSegment, Envelope } from "@bosun/core";
+import { BinlogFormatError, completeEvents } from "../packages/agent/src/roles/db/binlog-format.ts";
+import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
+import { MariaDb, mariadbMissing } from "./helpers/mariadb.ts";
+import { Moto, motoMissing } from "./helpers/moto.ts";
+import { S3Proxy } from "./helpers/s3-proxy.ts";
+
+/** A v4 event of `length` bytes at file offset `at`: timestamp, type, server id, length, next position, flags, then a body. */
+function event(at: number, length: number, options: { type?: number; timestamp?: number } = {}): Buffer {
+  const e = Buffer.alloc(length);
+  e.writeUInt32LE(options.timestamp ?? 1_764_633_600, 0);
+  e[4] = options.type ?? 2;
+  e.writeUInt32LE(7, 5);
+  e.writeUInt32LE(length, 9);
+  e.writeUInt32LE(at + length, 13);
+  return e;
+}
+const magic = Buffer.from([0xfe, 0x62, 0x69, 0x6e]);
+
+/** The offsets where two buffers of one length differ. */
+function differences(a: Buffer, b: Buffer): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) out.push(i);
+  return out;
+}
+
+/**
+ * The one byte a shipped file may differ in from the file on disk now: the server marks the file
+ * it writes "in use" (LOG_EVENT_BINLOG_IN_USE_F, bit 0 of the format description event's flags,
+ * at offset 4 + 17) and clears the bit when it closes the file. A segment shipped while the file
+ * was open carries the bit as the server wrote it then.
+ */
+function sameButInUse(shipped: Buffer, onDisk: Buffer): number[] {
+  const flags = 4 + 17;
+  return shipped.length > flags && shipped[flags] === (onDisk[flags]! | 0x01) && shipped[flags] !== onDisk[flags] ? [flags] : [];
+}
+
+describe("binlog event framing (headers only)", () => {
+  it("cuts after the last complete event, never inside one, and sees a rotate event close the file", () => {
+    const file = Buffer.concat([magic, event(4, 100, { timestamp: 0, type: 15 }), event(104, 50, { timestamp: 1_764_633_601 }), event(154, 40, { type: 4, timestamp: 1_764_633_602 })]);
+    const whole = completeEvents(file, 0);
+    assert.deepEqual(whole, { end: 194, events: 3, firstTimestamp: 1_764_633_601, lastTimestamp: 1_764_633_602, closes: true });
+    const partial = completeEvents(file.subarray(0, 170), 0);
+    assert.equal(partial.end, 154, "the event cut off at 170 is left for the next segment");
+    assert.equal(partial.closes, false);
+    assert.equal(completeEvents(file.subarray(104, 160), 104).end, 154, "a run from an earlier segment's end");
+    assert.equal(completeEvents(file.subarray(0, 3), 0).events, 0, "not even the magic yet");
+  });
+
+  it("refuses bytes that are not a binary log: a bad magic, or a length and next position that disagree", () => {
+    assert.throws(() => completeEvents(Buffer.from("hello world, not a binlog"), 0), (e: unknown) => e instanceof BinlogFormatError && e.code === "BINLOG_BAD_MAGIC");
+    const bad = event(4, 60);
+    bad.writeUInt32LE(999, 13);
+    assert.throws(() => completeEvents(Buffer.concat([magic, bad]), 0), (e: unknown) => e instanceof BinlogFormatError && /at 4 is 60 bytes long but says the next starts at 999/.test(e.message));
+  });
+});
+
+const missing = mariadbMissing() ?? motoMissing();
+
+/**
+ * Binary-log shipping with real parts: a mariadbd with binary logging under a steady write load,
+ * a `bosun agent` for its db node whose S3 (moto) goes through a proxy the tests steer, and the
+ * archive read back from S3 and compared with the server's own files byte for byte.
+ */
+describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
+  let moto: Moto;
+  let proxy: S3Proxy;
+  let fleet: TestFleet;
+  let db: MariaDb;
+  let agent: TestProcess | undefined;
+  let store: StateStore;
+  let keys: NodeKeyDirectory;
+  let bucket: string;
+  let server: string;
+  const load = { running: false, commits: 0, done: Promise.resolve() };
+
+  const startAgent = async () => {
+    agent = await fleet.startAgent("db-1", ["db"], {
+      AWS_ENDPOINT_URL_S3: proxy.endpoint,
+      BOSUN_DB: JSON.stringify({ socket: db.socket, user: "root", dataDir: db.dataDir, shipping: { enabled: "auto", intervalMs: 1000, behindAlertSeconds: 3 } }),
+    });
+  };
+
+  /** A steady write load: about 40 commits a second of a row with 1 KiB of data, until stopped. */
+  const startLoad = () => {
+    load.running = true;
+    load.done = (async () => {
+      const c = await db.connect();
+      try {
+        while (load.running) {
+          await c.query("INSERT INTO app.events (data) VALUES (?)", [randomBytes(1024)]);
+          load.commits += 1;
+          await new Promise((r) => setTimeout(r, 25));
+        }
+      } finally {
+        await c.end();
+      }
+    })();
+  };
+  const stopLoad = async () => {
+    load.running = false;
+    await load.done;
+  };
+
+  const written = async () => (await db.query<{ File: string; Position: number }[]>("SHOW MASTER STATUS"))[0]!;
+  const binlogFiles = async () => (await db.query<{ Log_name: string }[]>("SHOW BINARY LOGS")).map((r) => r.Log_name);
+
+  /** The index as S3 has it, in order. */
+  const index = async (): Promise<BinlogSegment[]> => {
+    const entries = await listObjects(fleet.clients, bucket, binlogKeys.index(server));
+    const out: BinlogSegment[] = [];
+    for (const e of entries.sort((a, b) => a.key.localeCompare(b.key))) out.push((await store.get<Envelope>(e.key))!.payload as BinlogSegment);
+    return out;
+  };
+  const objectBytes = async (key: string): Promise<Buffer> => {
+    const out = await fleet.clients.s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    return Buffer.from(await out.Body!.transformToByteArray());
+  };
+
+  /** Waits until the archive holds the server's binary log up to `at` (a file and position the server reported). */
+  const shippedTo = async (at: { File: string; Position: number }, timeoutMs = 30_000): Promise<number> => {
+    const started = Date.now();
+    for (;;) {
+      const entries = await index();
+      const reached = entries.some((s) => s.file > at.File || (s.file === at.File && s.end >= Number(at.Position)));
+      if (reached) return Date.now() - started;
+      if (Date.now() - started > timeoutMs) throw new Error(`the archive did not reach ${at.File}:${at.Position} within ${timeoutMs} ms; it ends at ${JSON.stringify(entries.at(-1))}; agent logs:\n${agent?.logs.items.slice(-10).map((l) => JSON.stringify(l).slice(0, 400)).join("\n")}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  /**
+   * Concatenates each file's segments and compares them with the file on disk, byte for byte, up
+   * to where they end; each file's segments start at 0 and follow each other with no gap or
+   * overlap; a file the server has closed is shipped whole. Returns the binlog bytes covered.
+   */
+  const assertCoversBinlog = async (entries: BinlogSegment[]): Promise<number> => {
+    const files = await binlogFiles();
+    const current = (await written()).File;
+    let covered = 0;
+    for (const file of new Set(entries.map((s) => s.file))) {
+      const segments = entries.filter((s) => s.file === file);
+      let at = 0;
+      for (const s of segments) {
+        assert.equal(s.start, at, `${file}: segment ${s.seq} starts at ${s.start}, where the one before ended (${at})`);
+        at = s.end;
+      }
+      const onDisk = await readFile(join(db.dataDir, file));
+      const shipped = Buffer.concat(await Promise.all(segments.map((s) => objectBytes(s.key))));
+      assert.equal(shipped.length, at, `${file}: the segments hold ${at} bytes`);
+      assert.deepEqual(differences(shipped, onDisk.subarray(0, at)), sameButInUse(shipped, onDisk), `${file}: the segments are the file's bytes 0..${at}, byte for byte`);
+      if (file !== current && files.includes(file)) {
+        assert.equal(at, onDisk.length, `${file} is closed: shipped to its end`);
+        assert.equal(segments.at(-1)!.closes, true, `${file}'s last segment closes it`);
+      }
+      covered += at;
+    }
+    return covered;
+  };
+
+  const chainReport = (): Promise<ChainReport> => verifyChain({ clients: fleet.clients, bucket, store, keys }, server);
+  const alert = (code: string, timeoutMs = 60_000) => fleet.waitForEvent((e) => e.type === "alert" && (e.payload as { code?: string }).code === code, `an alert ${code}`, timeoutMs);
+  const putBytes = (key: string, body: Buffer) => fleet.clients.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+
+  before(async () => {
+    moto = await Moto.start();
+    proxy = await S3Proxy.start(moto.endpoint);
+    fleet = await TestFleet.start({}, { s3Endpoint: moto.endpoint });
+    bucket = `b-${fleet.cluster}`;
+    store = new StateStore({ clients: fleet.clients }, { bucket });
+    keys = new NodeKeyDirectory({ store }, { topicArn: await ensureTopic(fleet.clients, fleet.cluster) });
+    db = await MariaDb.start({ serverId: 21, name: "shipping" });
+    await db.query("CREATE DATABASE app; CREATE TABLE app.events (id INT AUTO_INCREMENT PRIMARY KEY, data VARBINARY(2048)) ENGINE=InnoDB");
+    await db.query("FLUSH BINARY LOGS");
+    startLoad();
+    await startAgent();
+    const record = JSON.parse(await readFile(join(fleet.stateDir("db-1"), "db-server.json"), "utf8")) as { uuid: string; epoch: number };
+    server = `${record.uuid}-${record.epoch}`;
+  });
+
+  after(async () => {
+    await stopLoad().catch(() => undefined);
+    await fleet?.close();
+    await proxy?.close();
+    await moto?.stop();
+    await db?.destroy();
+  });
+
+  it("ships the closed files and the active one, cut at events, within seconds of a commit, follows FLUSH BINARY LOGS, and covers the binary log byte for byte", async () => {
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await db.query("INSERT INTO app.events (data) VALUES ('marker')");
+      const at = await written();
+      delays.push(await shippedTo(at));
+      if (i === 2) await db.query("FLUSH BINARY LOGS");
+    }
+    delays.sort((a, b) => a - b);
+    console.log(`commit → segment in S3 (ms, sorted): ${delays.join(", ")}`);
+    assert.ok(delays.at(-1)! < 3000, `every commit is in S3 within 3 s (took ${delays.join(", ")} ms)`);
+    const entries = await index();
+    assert.ok(new Set(entries.map((s) => s.file)).size >= 3, "segments of at least three files: the two closed by FLUSH BINARY LOGS and the active one");
+    assert.ok(entries.some((s) => s.file === "binlog.000001" && s.closes), "the file closed before the agent started went up whole");
+    await assertCoversBinlog(entries);
+    const report = await chainReport();
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.ok, true);
+  });
+
+  it("an agent killed and started again resumes exactly where the index ends: no gap, no duplicate", async () => {
+    const before = await index();
+    agent!.child.kill("SIGKILL");
+    await agent!.exited;
+    // The server keeps writing, and rotates, while nobody ships.
+    await db.query("FLUSH BINARY LOGS");
+    const whileDown = await written();
+    await startAgent();
+    await shippedTo(whileDown);
+    const after = await index();
+    const resumed = after[before.length]!;
+    const last = before.at(-1)!;
+    assert.equal(resumed.seq, last.seq + 1, "the next sequence number");
+    assert.ok((resumed.file === last.file && resumed.start === last.end) || (last.closes && resumed.start === 0), `segment ${resumed.seq} (${resumed.file}:${resumed.start}) goes on from ${last.file}:${last.end}`);
+    await assertCoversBinlog(after);
+    assert.deepEqual((await chainReport()).problems, []);
+  });
+
+  it("while S3 is unreachable it keeps its place and says so, then ships everything once S3 is back; uploads stay within 1.1x of the binary log", async () => {
+    proxy.rule = () => "fail";
+    await alert("BINLOG_SHIPPING_STALLED");
+    await db.query("FLUSH BINARY LOGS");
+    await alert("BINLOG_SHIPPING_BEHIND");
+    const duringOutage = await written();
+    proxy.release();
+    await shippedTo(duringOutage, 60_000);
+    await alert("BINLOG_SHIPPING_RESUMED");
+    const entries = await index();
+    const covered = await assertCoversBinlog(entries);
+    assert.deepEqual((await chainReport()).problems, []);
+    // Every byte that reached S3 through this node's endpoint, segments and index entries alike.
+    const stored = proxy.seen.filter((r) => r.method === "PUT" && r.action === "pass" && r.url.includes("/backups/binlog/")).reduce((sum, r) => sum + r.bytes, 0);
+    const segmentBytes = entries.reduce((sum, s) => sum + s.bytes, 0);
+    console.log(`binlog ${covered} B in ${entries.length} segments; segment bytes ${segmentBytes} B (${(segmentBytes / covered).toFixed(3)}x); all PUT bodies ${stored} B (${(stored / covered).toFixed(3)}x); ${load.commits} commits`);
+    assert.equal(segmentBytes, covered, "each byte of the binary log went up once");
+    assert.ok(stored / covered <= 1.1, `upload amplification ${(stored / covered).toFixed(3)} ≤ 1.1`);
+  });
+
+  it("bosun backup binlog verify finds a missing segment and a flipped byte, naming each", async () => {
+    const ok = await fleet.bosun(["backup", "binlog", "verify", "--server", server, "--json"]);
+    assert.equal(ok.code, 0, ok.stderr + ok.stdout);
+    const entries = await index();
+    const gone = entries[1]!;
+    const flipped = entries[3]!;
+    const bytes = await objectBytes(flipped.key);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    await putBytes(flipped.key, bytes);
+    await fleet.clients.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: gone.key }));
+    const out = await fleet.bosun(["backup", "binlog", "verify", "--server", server, "--json"]);
+    assert.equal(out.code, 1, "a broken chain exits 1");
+    const result = JSON.parse(out.stdout) as { ok: boolean; chains: ChainReport[] };
+    assert.equal(result.ok, false);
+    assert.deepEqual(
+      result.chains[0]!.problems.map((p) => p.replace(/SHA-256 .*$/, "SHA-256 …")),
+      [`segment ${gone.seq}: ${gone.key} is missing`, `segment ${flipped.seq}: ${flipped.key} does not match its index entry: SHA-256 …`],
+    );
+    const text = await fleet.bosun(["backup", "binlog", "verify", "--server", server]);
+    assert.match(text.stdout, /BROKEN/);
+    const bad = await fleet.bosun(["backup", "binlog", "verify", "--server", "not-a-server"]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--server: expected a server history .*got "not-a-server"/);
+  });
+
+  it("a binlog file purged before it was shipped is an alert naming the gap, and the chain shows the break", async () => {
+    proxy.rule = () => "fail";
+    await db.query("FLUSH BINARY LOGS");
+    const unshipped = (await written()).File;
+    await db.query("INSERT INTO app.events (data) VALUES ('never shipped')");
+    await db.query("FLUSH BINARY LOGS");
+    const newest = (await written()).File;
+    await db.query("PURGE BINARY LOGS TO ?", [newest]);
+    proxy.release();
+    const gap = await alert("BINLOG_GAP");
+    assert.match((gap.payload as { message: string }).message, new RegExp(`${unshipped.replace(".", "\\.")}`), "the alert names the purged file");
+    await shippedTo(await written(), 60_000);
+    const report = await chainReport();
+    assert.equal(report.ok, false);
+    assert.ok(report.problems.some((p) => p.includes(newest) && /files between are missing|shipped up to/.test(p)), `the chain names the break: ${report.problems.join("; ")}`);
+  });
+});
