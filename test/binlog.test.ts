@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { NodeKeyDirectory, StateStore, binlogKeys, ensureTopic, listObjects, verifyChain, type ChainReport } from "@bosun/aws";
 import type { BinlogSegment, Envelope } from "@bosun/core";
+import { continues } from "@bosun/aws";
 import { BinlogFormatError, completeEvents } from "../packages/agent/src/roles/db/binlog-format.ts";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { MariaDb, mariadbMissing } from "./helpers/mariadb.ts";
@@ -23,6 +24,11 @@ function event(at: number, length: number, options: { type?: number; timestamp?:
   return e;
 }
 const magic = Buffer.from([0xfe, 0x62, 0x69, 0x6e]);
+
+/** A request's path without its query (the SDK adds `?x-id=PutObject`). */
+function pathOf(url: string): string {
+  return new URL(url, "http://s3").pathname;
+}
 
 /** The offsets where two buffers of one length differ. */
 function differences(a: Buffer, b: Buffer): number[] {
@@ -52,6 +58,17 @@ describe("binlog event framing (headers only)", () => {
     assert.equal(partial.closes, false);
     assert.equal(completeEvents(file.subarray(104, 160), 104).end, 154, "a run from an earlier segment's end");
     assert.equal(completeEvents(file.subarray(0, 3), 0).events, 0, "not even the magic yet");
+  });
+
+  it("a chain continues in the same file at the offset it ended, or in the next file from 0 once the last one closed; anything else names the break", () => {
+    const closed = { file: "binlog.000007", end: 5000, closes: true };
+    const open = { ...closed, closes: false };
+    assert.equal(continues(open, { file: "binlog.000007", start: 5000 }), undefined);
+    assert.equal(continues(closed, { file: "binlog.000008", start: 0 }), undefined);
+    assert.equal(continues(open, { file: "binlog.000007", start: 5100 }), "binlog.000007 continues at 5100, but the segment before ends at 5000");
+    assert.equal(continues(open, { file: "binlog.000008", start: 0 }), "binlog.000007 was shipped up to 5000 only, and the next segment is of binlog.000008");
+    assert.equal(continues(closed, { file: "binlog.000009", start: 0 }), "binlog.000009 follows binlog.000007: the files between are missing");
+    assert.equal(continues(closed, { file: "binlog.000008", start: 4 }), "binlog.000008 starts at 4, not at its beginning");
   });
 
   it("refuses bytes that are not a binary log: a bad magic, or a length and next position that disagree", () => {
@@ -229,6 +246,35 @@ describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
     assert.ok((resumed.file === last.file && resumed.start === last.end) || (last.closes && resumed.start === 0), `segment ${resumed.seq} (${resumed.file}:${resumed.start}) goes on from ${last.file}:${last.end}`);
     await assertCoversBinlog(after);
     assert.deepEqual((await chainReport()).problems, []);
+  });
+
+  it("an agent killed after a segment went up but before its index entry: the next run adopts that segment instead of sending it again", async () => {
+    const entryFailed = (r: { method: string; url: string; action: string }) => r.method === "PUT" && r.url.includes("/index/") && r.action === "fail";
+    const seenBefore = proxy.seen.length;
+    proxy.rule = (r) => (r.method === "PUT" && r.url.includes("/index/") ? "fail" : "pass");
+    await proxy.waitFor((r) => entryFailed(r) && proxy.seen.indexOf(r) >= seenBefore, "an index entry refused");
+    // Several passes retry meanwhile: each must stop at the same segment, not send a longer one.
+    await proxy.waitFor((r) => entryFailed(r) && proxy.seen.filter(entryFailed).length >= 6, "a few retries of the entry");
+    agent!.child.kill("SIGKILL");
+    await agent!.exited;
+    const refused = proxy.seen.slice(seenBefore).find(entryFailed)!;
+    const seq = /\/index\/([0-9]{10})\.json/.exec(pathOf(refused.url))![1]!;
+    const segmentPuts = proxy.seen.filter((r) => r.method === "PUT" && pathOf(r.url).includes(`/segments/${seq}-`) && r.action === "pass");
+    assert.equal(segmentPuts.length, 1, `one segment ${seq} went up while its entry could not be written: ${segmentPuts.map((r) => r.url).join(", ")}`);
+    proxy.release();
+    await db.query("INSERT INTO app.events (data) VALUES ('after the crash')");
+    const target = await written();
+    await startAgent();
+    await agent!.waitForLog((r) => r.msg === "adopted a segment uploaded before without its index entry", "the orphan segment adopted");
+    await shippedTo(target);
+    const entries = await index();
+    const orphanKey = pathOf(segmentPuts[0]!.url);
+    assert.ok(entries.some((e) => orphanKey.endsWith(`/${e.key}`)), `the segment uploaded before the crash is in the index: ${orphanKey}`);
+    const report = await chainReport();
+    assert.deepEqual(report.problems, []);
+    assert.deepEqual(report.unindexed, [], "no segment left outside the index");
+    assert.equal(proxy.seen.filter((r) => r.method === "PUT" && pathOf(r.url) === orphanKey).length, 1, "and it was not sent again");
+    await assertCoversBinlog(entries);
   });
 
   it("while S3 is unreachable it keeps its place and says so, then ships everything once S3 is back; uploads stay within 1.1x of the binary log", async () => {

@@ -6,6 +6,11 @@ import { downloadStream, listObjects, listPrefixes } from "./objects.ts";
 import type { StateStore } from "./state.ts";
 import { verifyNodeRecord } from "./verify.ts";
 
+/** Every segment key of one sequence number starts so (one, unless a run died between its upload and its index entry). */
+function segmentPrefix(server: string, seq: number): string {
+  return `backups/binlog/${server}/segments/${String(seq).padStart(10, "0")}-`;
+}
+
 /**
  * Where the binary-log archive lives: one folder per server history ("<uuid>-<epoch>"), with an
  * index of one signed record per segment (named by its sequence number, so a listing is in
@@ -17,7 +22,8 @@ export const binlogKeys = {
   index: (server: string) => `backups/binlog/${server}/index/`,
   entry: (server: string, seq: number) => `backups/binlog/${server}/index/${String(seq).padStart(10, "0")}.json`,
   segments: (server: string) => `backups/binlog/${server}/segments/`,
-  segment: (server: string, seq: number, file: string, start: number, end: number) => `backups/binlog/${server}/segments/${String(seq).padStart(10, "0")}-${file}-${start}-${end}`,
+  segmentPrefix,
+  segment: (server: string, seq: number, file: string, start: number, end: number) => `${segmentPrefix(server, seq)}${file}-${start}-${end}`,
 };
 
 /** The sequence number an index key names. */

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { PreconditionFailed, abortableDelay, binlogFileNumber, binlogKeys, lastIndexEntry, putNewObject, storedSha256 } from "@bosun/aws";
+import { PreconditionFailed, abortableDelay, binlogFileNumber, binlogKeys, lastIndexEntry, listObjects, putNewObject, storedSha256 } from "@bosun/aws";
 import { BosunError, errorMessage, type BinlogSegment, type DbSettings, type Logger } from "@bosun/core";
 import type { RoleServices } from "../../role.ts";
 import { BinlogFormatError, EVENT_HEADER_BYTES, completeEvents, eventLength } from "./binlog-format.ts";
@@ -38,6 +38,8 @@ interface Next {
   path: string;
   start: number;
   limit: number;
+  /** Cut no further than this: the end of a segment an earlier run uploaded without its index entry, to be adopted as it is. */
+  cap?: number;
   closed: boolean;
 }
 
@@ -70,6 +72,8 @@ export class BinlogShipper {
   #shipping = false;
   #paused = 0;
   #chain: ChainEnd | undefined;
+  /** A segment in S3 with no index entry yet: the next cut stops at its end, so it is adopted rather than sent again. */
+  #orphan: { file: string; start: number; end: number; sha256?: string } | undefined;
   /** The loop's own way out; `#wake` cuts a wait short (a resume, a stop); `#cutOff` aborts an upload a stop waited too long for. */
   readonly #stop = new AbortController();
   readonly #cutOff = new AbortController();
@@ -179,7 +183,12 @@ export class BinlogShipper {
     const last = await lastIndexEntry(deps, server, hint);
     if (last && !last.ok) throw new ShippingError("BINLOG_INDEX_UNREADABLE", `the last entry of ${server}'s index, ${last.key}, ${last.problem}: shipping waits until it is put right`);
     const chain = last ? { server, seq: last.segment.seq, file: last.segment.file, end: last.segment.end, closes: last.segment.closes } : { server, seq: 0, end: 0, closes: false };
-    this.#log.info({ ...chain }, last ? "binlog shipping resumes where the index ends" : "binlog shipping starts a new history for this server");
+    // A run killed between a segment's upload and its index entry left the next segment in S3: cut the same range, and it is adopted, not sent again.
+    const orphanPrefix = binlogKeys.segmentPrefix(server, chain.seq + 1);
+    const orphan = (await listObjects(deps.clients, deps.bucket, orphanPrefix))[0];
+    const range = orphan && /^(.+)-([0-9]+)-([0-9]+)$/.exec(orphan.key.slice(orphanPrefix.length));
+    this.#orphan = range ? { file: range[1]!, start: Number(range[2]), end: Number(range[3]) } : undefined;
+    this.#log.info({ ...chain, ...(this.#orphan ? { orphan: this.#orphan } : {}) }, last ? "binlog shipping resumes where the index ends" : "binlog shipping starts a new history for this server");
     return chain;
   }
 
@@ -209,7 +218,9 @@ export class BinlogShipper {
     if (limit === undefined) throw new ShippingError("BINLOG_FILE_MISSING", `${entry.path} is in the server's binlog index but could not be opened`);
     if (start >= limit && !closed) return undefined;
     if (limit > start && this.#pendingSince === undefined) this.#pendingSince = Date.now();
-    return { file, path: entry.path, start, limit, closed };
+    const orphan = this.#orphan;
+    const cap = orphan && orphan.file === file && orphan.start === start && orphan.end <= limit ? orphan.end : undefined;
+    return { file, path: entry.path, start, limit, ...(cap === undefined ? {} : { cap }), closed };
   }
 
   /** The complete events from `start` on, as much as one segment holds (and always the whole first event). */
@@ -221,7 +232,7 @@ export class BinlogShipper {
       const header = Buffer.alloc(EVENT_HEADER_BYTES);
       const { bytesRead } = await handle.read(header, 0, EVENT_HEADER_BYTES, headerAt);
       const first = eventLength(header.subarray(0, bytesRead)) ?? 0;
-      const want = Math.min(next.limit - next.start, Math.max(this.#options.maxSegmentMB * 1024 * 1024, headerAt - next.start + first));
+      const want = Math.min((next.cap ?? next.limit) - next.start, Math.max(this.#options.maxSegmentMB * 1024 * 1024, headerAt - next.start + first));
       const buffer = Buffer.alloc(want);
       const read = await handle.read(buffer, 0, want, next.start);
       const bytes = buffer.subarray(0, read.bytesRead);
@@ -251,14 +262,20 @@ export class BinlogShipper {
     const key = binlogKeys.segment(chain.server, seq, next.file, next.start, cut.end);
     const sha256 = createHash("sha256").update(cut.bytes).digest("hex");
     const bucket = this.#services.settings.bucket;
-    try {
-      await putNewObject(this.#services.clients, { bucket, key, body: cut.bytes, signal: this.#cutOff.signal });
-    } catch (error) {
-      if (!(error instanceof PreconditionFailed)) throw error;
-      // An earlier pass uploaded this very range and died before its index entry: the same bytes, so it is this segment.
-      if ((await storedSha256(this.#services.clients, bucket, key)) !== sha256) throw new ShippingError("BINLOG_SEGMENT_CONFLICT", `${key} is already in S3 with other bytes: this server's history has another writer`);
-      this.#log.info({ key }, "adopted a segment an earlier run uploaded without its index entry");
+    const orphan = this.#orphan;
+    // Already up (an earlier pass or run stopped before its index entry): not sent again, only checked.
+    const uploaded = orphan?.file === next.file && orphan.start === next.start && orphan.end === cut.end;
+    if (!uploaded || orphan.sha256 !== sha256) {
+      try {
+        if (!uploaded) await putNewObject(this.#services.clients, { bucket, key, body: cut.bytes, signal: this.#cutOff.signal });
+        else throw new PreconditionFailed(`${key} is already in S3`);
+      } catch (error) {
+        if (!(error instanceof PreconditionFailed)) throw error;
+        if ((await storedSha256(this.#services.clients, bucket, key)) !== sha256) throw new ShippingError("BINLOG_SEGMENT_CONFLICT", `${key} is already in S3 with other bytes: this server's history has another writer`);
+        this.#log.info({ key }, "adopted a segment uploaded before without its index entry");
+      }
     }
+    this.#orphan = { file: next.file, start: next.start, end: cut.end, sha256 };
     const segment: BinlogSegment = {
       server: chain.server,
       node: this.#services.node.id,
@@ -284,6 +301,7 @@ export class BinlogShipper {
     }
     Object.assign(chain, { seq, file: next.file, end: cut.end, closes: cut.closes });
     this.#finished = undefined;
+    this.#orphan = undefined;
     this.shipped.segments += 1;
     this.shipped.bytes += segment.bytes;
     this.#log.debug({ seq, file: next.file, start: next.start, end: cut.end, events: cut.events }, "shipped a binlog segment");
