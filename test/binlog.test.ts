@@ -1,7 +1,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { NodeKeyDirectory, StateStore, binlogKeys, ensureTopic, listObjects, verifyChain, type ChainReport } from "@bosun/aws";
@@ -23,6 +25,7 @@ function event(at: number, length: number, options: { type?: number; timestamp?:
   e.writeUInt32LE(at + length, 13);
   return e;
 }
+const run = promisify(execFile);
 const magic = Buffer.from([0xfe, 0x62, 0x69, 0x6e]);
 
 /** A request's path without its query (the SDK adds `?x-id=PutObject`). */
@@ -228,6 +231,17 @@ describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
     const report = await chainReport();
     assert.deepEqual(report.problems, []);
     assert.equal(report.ok, true);
+
+    // A file whose first segment went up while the server had it open (its in-use flag set) is read by mariadb-binlog as the server's own copy is.
+    const closedFile = entries.find((s) => s.closes && s.file !== "binlog.000001")!.file;
+    const shipped = Buffer.concat(await Promise.all(entries.filter((s) => s.file === closedFile).map((s) => objectBytes(s.key))));
+    assert.equal(shipped[21]! & 0x01, 1, `${closedFile} was first shipped while in use`);
+    const copy = join(fleet.dir, `shipped-${closedFile}`);
+    await writeFile(copy, shipped);
+    const decode = async (path: string) => (await run("mariadb-binlog", ["--no-defaults", path], { maxBuffer: 64 * 1024 * 1024 })).stdout.match(/end_log_pos \d+/g) ?? [];
+    const events = await decode(copy);
+    assert.ok(events.length > 10, "mariadb-binlog reads the shipped file");
+    assert.deepEqual(events, await decode(join(db.dataDir, closedFile)), "every event, at the same positions as in the server's file");
   });
 
   it("an agent killed and started again resumes exactly where the index ends: no gap, no duplicate", async () => {
