@@ -204,9 +204,10 @@ export class BinlogShipper {
       [file, start] = [after.name, 0];
     } else if (!logs.files.some((f) => f.name === file)) {
       const after = logs.files.find((f) => binlogFileNumber(f.name) > binlogFileNumber(file!));
-      const lost = after ? filesBetween(file, after.name) : [];
+      // The server always has the file it writes: a listing without anything newer was taken during a purge; the next pass sees it whole.
+      if (!after) throw new ShippingError("BINLOG_FILE_MISSING", `${file} is not in the server's binlog index, and no newer file is listed`);
+      const lost = filesBetween(file, after.name);
       await this.#gap(chain, `${file} was purged before it was shipped past offset ${start}${lost.length ? `, and ${lost.join(", ")} before they were shipped at all` : ""}`);
-      if (!after) return undefined;
       [file, start] = [after.name, 0];
     }
     if (!file) return undefined;
