@@ -7,6 +7,8 @@ export interface SeenRequest {
   method: string;
   url: string;
   action: ProxyAction;
+  /** Body bytes passed on to S3 (0 for a failed request, whose body goes nowhere). */
+  bytes: number;
 }
 
 /**
@@ -72,7 +74,7 @@ export class S3Proxy {
   }
 
   #handle(req: IncomingMessage, res: import("node:http").ServerResponse, upstream: URL): void {
-    const seen: SeenRequest = { method: req.method ?? "GET", url: req.url ?? "/", action: this.rule({ method: req.method ?? "GET", url: req.url ?? "/" }) };
+    const seen: SeenRequest = { method: req.method ?? "GET", url: req.url ?? "/", action: this.rule({ method: req.method ?? "GET", url: req.url ?? "/" }), bytes: 0 };
     this.seen.push(seen);
     this.#waiters = this.#waiters.filter((w) => (w.match(seen) ? (w.resolve(), false) : true));
     if (seen.action === "fail") {
@@ -89,6 +91,7 @@ export class S3Proxy {
         reply.pipe(res);
       });
       out.on("error", () => res.destroy());
+      req.on("data", (chunk: Buffer) => (seen.bytes += chunk.length));
       req.pipe(out);
     };
     if (seen.action === "hold") {

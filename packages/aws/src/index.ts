@@ -14,3 +14,4 @@ export * from "./node-keys.ts";
 export * from "./verify.ts";
 export * from "./watch.ts";
 export * from "./identity.ts";
+export * from "./binlog.ts";

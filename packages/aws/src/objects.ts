@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
-import { GetObjectCommand, HeadObjectCommand, AbortMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, DeleteObjectsCommand } from "@aws-sdk/client-s3";
+import { GetObjectCommand, HeadObjectCommand, AbortMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, DeleteObjectsCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { AwsError } from "@bosun/core";
 import type { AwsClients } from "./clients.ts";
+import { PreconditionFailed, isPreconditionFailure } from "./state.ts";
 
 /** An object as listed: key, size, when it was written. */
 export interface ObjectInfo {
@@ -102,15 +103,43 @@ export async function headObject(clients: AwsClients, bucket: string, key: strin
 }
 
 /** Every object under a prefix, with sizes and times. */
-export async function listObjects(clients: AwsClients, bucket: string, prefix: string): Promise<ObjectInfo[]> {
+export async function listObjects(clients: AwsClients, bucket: string, prefix: string, options: { startAfter?: string } = {}): Promise<ObjectInfo[]> {
   const found: ObjectInfo[] = [];
   let token: string | undefined;
   do {
-    const page = await clients.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    const page = await clients.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token, ...(options.startAfter && !token ? { StartAfter: options.startAfter } : {}) }));
     for (const o of page.Contents ?? []) if (o.Key) found.push({ key: o.Key, bytes: o.Size ?? 0, lastModified: o.LastModified ?? new Date(0) });
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
   return found;
+}
+
+/** The "folders" directly below a prefix (ListObjectsV2 with a delimiter), each with its trailing slash. */
+export async function listPrefixes(clients: AwsClients, bucket: string, prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await clients.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, Delimiter: "/", ContinuationToken: token }));
+    for (const p of page.CommonPrefixes ?? []) if (p.Prefix) found.push(p.Prefix);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return found;
+}
+
+/**
+ * Writes an object only if there is none under its key (If-None-Match: *): S3 refuses the write
+ * with PreconditionFailed otherwise, so nothing written this way is ever overwritten.
+ */
+export async function putNewObject(clients: AwsClients, options: { bucket: string; key: string; body: Uint8Array; contentType?: string; signal?: AbortSignal }): Promise<void> {
+  try {
+    await clients.s3.send(
+      new PutObjectCommand({ Bucket: options.bucket, Key: options.key, Body: options.body, IfNoneMatch: "*", ContentType: options.contentType ?? "application/octet-stream" }),
+      options.signal ? { abortSignal: options.signal } : {},
+    );
+  } catch (error) {
+    if (isPreconditionFailure(error)) throw new PreconditionFailed(`s3://${options.bucket}/${options.key} already exists`, { cause: error });
+    throw error;
+  }
 }
 
 /** Deletes objects, a thousand a request. */

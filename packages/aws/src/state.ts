@@ -19,7 +19,7 @@ export type WriteCondition = { ifMatch: string } | { ifNoneMatch: "*" };
  */
 export class PreconditionFailed extends AwsError {}
 
-function isPreconditionFailure(error: unknown): boolean {
+export function isPreconditionFailure(error: unknown): boolean {
   const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
   const status = e.$metadata?.httpStatusCode;
   return e.name === "PreconditionFailed" || e.name === "ConditionalRequestConflict" || status === 412 || status === 409;

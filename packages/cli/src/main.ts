@@ -354,6 +354,19 @@ backup
     if (!result.ok) process.exitCode = EXIT.failed;
   });
 
+const binlog = backup.command("binlog").description("The binary-log archive the primaries' agents ship (db.shipping)");
+binlog
+  .command("verify")
+  .description("Check a server's binary-log chain: index entries signed and in sequence, offsets continuous across files, every segment's SHA-256; exit 1 on any break")
+  .option("--server <uuid-epoch>", "one server history (default: every history in the bucket)")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { server?: string; json?: boolean }) => {
+    const { verifyBinlog, renderBinlogVerify } = await import("./commands/backup.ts");
+    const result = await withContext((ctx) => verifyBinlog(ctx, opts.server));
+    await print(opts.json, result, renderBinlogVerify);
+    if (!result.ok) process.exitCode = EXIT.failed;
+  });
+
 backup
   .command("prune")
   .description("Remove snapshots outside retention (backups.retention: hourly, daily, weekly, monthly counts and the restore window)")

@@ -112,6 +112,23 @@ export const dbSchema = z
       })
       .strict()
       .default({ kind: "logical", compression: "zstd", partMB: 16 }),
+    /**
+     * Binary-log shipping to S3. "auto" ships while this server is a primary with binary logging
+     * on (a replica's binary log repeats its primary's history, which the primary ships); "on"
+     * ships on a replica too, under its own server name; "off" never.
+     */
+    shipping: z
+      .object({
+        enabled: z.enum(["auto", "on", "off"]).default("auto"),
+        /** How often new bytes are looked for and shipped: a commit is in S3 about this long after it is written, plus the upload. */
+        intervalMs: z.number().int().min(100).max(60_000).default(1000),
+        /** The largest segment: a backlog (after S3 was away) goes up in pieces of this size at the most. */
+        maxSegmentMB: z.number().int().min(1).max(256).default(8),
+        /** An alert when the oldest byte not yet in S3 was written longer ago than this. */
+        behindAlertSeconds: z.number().int().min(1).max(86_400).default(60),
+      })
+      .strict()
+      .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60 }),
   })
   .strict();
 export type DbSettings = z.infer<typeof dbSchema>;

@@ -1,8 +1,8 @@
-import type { BackupDetail, PruneResult, SendResult, SnapshotSummary, VerifyResult } from "@bosun/coordinator";
+import type { BackupDetail, BinlogVerifyResult, PruneResult, SendResult, SnapshotSummary, VerifyResult } from "@bosun/coordinator";
 import { ago, table } from "../render.ts";
 import { renderSend } from "./send.ts";
 
-export { backupNow, drillNow, listBackups, pruneBackups, restoreNode, showBackup, verifyBackup } from "@bosun/coordinator";
+export { backupNow, drillNow, listBackups, pruneBackups, restoreNode, showBackup, verifyBackup, verifyBinlog } from "@bosun/coordinator";
 
 export function bytes(n: number | undefined): string {
   if (n === undefined) return "-";
@@ -82,6 +82,18 @@ export function renderShow(detail: BackupDetail): string {
 export function renderVerify(result: VerifyResult): string {
   const lines = [`Snapshot ${result.snapshot}: ${result.ok ? "verified" : "NOT VERIFIED"}${result.problem ? `: ${result.problem}` : ""} (${(result.durationMs / 1000).toFixed(1)} s)`];
   for (const o of result.objects) lines.push(`  ${o.ok ? "ok" : "BAD"}  ${o.key} ${bytes(o.bytes)}${o.problem ? `: ${o.problem}` : ""}`);
+  return lines.join("\n");
+}
+
+export function renderBinlogVerify(result: BinlogVerifyResult): string {
+  if (result.chains.length === 0) return "No binary-log archive yet: a primary's agent ships one (db.shipping).";
+  const lines: string[] = [];
+  for (const c of result.chains) {
+    const span = c.first && c.last ? `${c.first.file}:${c.first.start} (${c.first.at}) → ${c.last.file}:${c.last.end} (${c.last.at})` : "empty";
+    lines.push(`Server ${c.server}: ${c.ok ? "whole" : "BROKEN"}, ${c.segments} segment(s), ${bytes(c.bytes)}, ${span} (${(c.durationMs / 1000).toFixed(1)} s)`);
+    for (const p of c.problems) lines.push(`  BAD  ${p}`);
+    if (c.unindexed.length) lines.push(`  note: ${c.unindexed.length} segment object(s) no index entry names (an upload cut off before its entry): not part of the chain`);
+  }
   return lines.join("\n");
 }
 

@@ -3,13 +3,16 @@ import {
   StateStore,
   describeVolumeSnapshot,
   drillReportsOf,
+  listBinlogServers,
   listSnapshots,
   readSnapshot,
   removeSnapshot,
+  verifyChain,
   verifyObject,
+  type ChainReport,
   type StoredSnapshot,
 } from "@bosun/aws";
-import { ConfigError, errorMessage, type BackupManifest, type DrillReport, type SnapshotKind } from "@bosun/core";
+import { ConfigError, binlogServerPattern, errorMessage, type BackupManifest, type DrillReport, type SnapshotKind } from "@bosun/core";
 import { loadNodeRecords, type NodeRecord } from "../fleet.ts";
 import { retentionPlan, type RetentionPlan } from "../retention.ts";
 import type { Issuer } from "./issuer.ts";
@@ -188,6 +191,25 @@ export async function verifyBackup(issuer: Issuer, id?: string, onObject?: (key:
   const failed = objects.filter((o) => !o.ok);
   if (!problem && failed.length) problem = `${failed.length} of ${objects.length} object(s) do not match the manifest: ${failed.map((o) => o.key).join(", ")}`;
   return { snapshot, ok: !problem, ...(problem ? { problem } : {}), objects, durationMs: Date.now() - started };
+}
+
+export interface BinlogVerifyResult {
+  ok: boolean;
+  chains: ChainReport[];
+}
+
+/**
+ * Proves the binary-log archive of one server history ("<uuid>-<epoch>"), or of every history in
+ * the bucket: index entries signed and in sequence, offsets continuous within and across files,
+ * every segment present with its SHA-256. Not ok when any chain has a break, or there is none.
+ */
+export async function verifyBinlog(issuer: Issuer, server?: string): Promise<BinlogVerifyResult> {
+  const deps = await snapshotDeps(issuer);
+  if (server !== undefined && !binlogServerPattern.test(server)) throw new ConfigError(`--server: expected a server history like 0b6f…-1 (a uuid and an epoch), got "${server}"`);
+  const servers = server ? [server] : await listBinlogServers(deps.clients, deps.bucket);
+  const chains: ChainReport[] = [];
+  for (const s of servers) chains.push(await verifyChain(deps, s));
+  return { ok: chains.length > 0 && chains.every((c) => c.ok), chains };
 }
 
 export interface PruneResult extends RetentionPlan {

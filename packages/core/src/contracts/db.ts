@@ -98,6 +98,36 @@ export const drillReportSchema = z
 export type DrillReport = z.infer<typeof drillReportSchema>;
 export const drillRecord = defineRecord({ type: "drill-report", summary: "A restore drill's result", actsAs: [], payload: drillReportSchema });
 
+/** One server's binary-log archive: Bosun's uuid for the server and the epoch of its history ("<uuid>-<epoch>"). */
+export const binlogServerPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[1-9][0-9]{0,8}$/;
+
+/**
+ * One shipped piece of a server's binary log: the bytes [start, end) of `file`, as the server
+ * wrote them, cut at event boundaries. `closes` says the file ends with this segment, so the next
+ * segment may start the next file at offset 0. Written once, signed by the node, never overwritten.
+ */
+export const binlogSegmentSchema = z
+  .object({
+    server: z.string().regex(binlogServerPattern),
+    node: z.string().regex(namePattern),
+    seq: z.number().int().positive(),
+    file: z.string().regex(/^[A-Za-z0-9_.-]+\.[0-9]{6,}$/),
+    start: z.number().int().nonnegative(),
+    end: z.number().int().positive(),
+    bytes: z.number().int().positive(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    events: z.number().int().positive(),
+    firstEventAt: z.iso.datetime(),
+    lastEventAt: z.iso.datetime(),
+    closes: z.boolean(),
+    key: z.string().min(1),
+    shippedAt: z.iso.datetime(),
+  })
+  .strict()
+  .refine((s) => s.end - s.start === s.bytes, { message: "bytes must equal end - start" });
+export type BinlogSegment = z.infer<typeof binlogSegmentSchema>;
+export const binlogSegmentRecord = defineRecord({ type: "binlog-segment", summary: "A shipped binary-log segment", actsAs: [], payload: binlogSegmentSchema });
+
 /** What a db node adds to its heartbeats. */
 export const dbReportSchema = z
   .object({

@@ -19,6 +19,15 @@ export interface SnapshotRun {
   coordinates(): Coordinates | undefined;
 }
 
+/** The server's binary log as it stands: its files, oldest first, and how far the server has written. */
+export interface BinaryLogs {
+  /** Whether the server replicates from another (its binary log then repeats that one's history). */
+  replica: boolean;
+  files: { name: string; path: string }[];
+  /** The end of what the server has written whole, in its newest file (SHOW MASTER STATUS). */
+  written: { file: string; position: number };
+}
+
 /** A throwaway server for a drill: restore into it, read its checksums, then remove it. */
 export interface ScratchServer {
   loadLogical(stream: Readable, signal: AbortSignal): Promise<void>;
@@ -33,6 +42,10 @@ export interface ScratchServer {
  */
 export interface DatabaseEngine {
   describe(): Promise<ServerInfo>;
+  /** This server's name in the archive: Bosun's uuid for it, and the epoch of its history (raised by every restore). */
+  archiveName(): Promise<{ uuid: string; epoch: number }>;
+  /** The binary log's files on this node, or undefined when binary logging is off. */
+  binaryLogs(): Promise<BinaryLogs | undefined>;
   /** Stops applying replicated changes so the data stays put; returns where in the primary's history it stopped. */
   pauseReplica(): Promise<Coordinates>;
   resumeReplica(): Promise<void>;

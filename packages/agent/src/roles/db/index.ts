@@ -9,6 +9,7 @@ import { runDrill } from "./drill.ts";
 import type { DatabaseEngine } from "./engine.ts";
 import { MariaDbEngine } from "./mariadb.ts";
 import { restoreSnapshot } from "./restore.ts";
+import { BinlogShipper } from "./shipper.ts";
 
 /** A handler's expected failure (a tool, S3, a refused snapshot) as a failed outcome with its code. */
 async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
@@ -19,7 +20,7 @@ async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
   }
 }
 
-function commands(engine: DatabaseEngine): CommandDefinition<never>[] {
+function commands(engine: DatabaseEngine, shipper: BinlogShipper): CommandDefinition<never>[] {
   // Each is reported failed if the agent died during it: a backup is abandoned (its upload aborted
   // at the next start), a restore undone by recover(), a drill's scratch server removed.
   const backupNow = defineCommand(backupNowContract, {
@@ -30,8 +31,11 @@ function commands(engine: DatabaseEngine): CommandDefinition<never>[] {
   const restore = defineCommand(restoreContract, {
     onInterrupted: "fail",
     handle: (ctx) =>
+      // Shipping pauses while the server's data (and binary log) is replaced, and goes on under the new epoch.
       outcome(() =>
-        restoreSnapshot(ctx.services, engine, { snapshot: ctx.payload.snapshot, ...(ctx.payload.replicaOf ? { replicaOf: ctx.payload.replicaOf } : {}), signal: ctx.signal, progress: ctx.progress }),
+        shipper.pausedWhile(() =>
+          restoreSnapshot(ctx.services, engine, { snapshot: ctx.payload.snapshot, ...(ctx.payload.replicaOf ? { replicaOf: ctx.payload.replicaOf } : {}), signal: ctx.signal, progress: ctx.progress }),
+        ),
       ),
   });
   const drill = defineCommand(drillContract, {
@@ -43,7 +47,8 @@ function commands(engine: DatabaseEngine): CommandDefinition<never>[] {
 
 /**
  * The db role: backups of this node's database streamed to S3 (backup-now), restores into its
- * server (restore), and drills that prove a snapshot restores (drill). It reports its server's
+ * server (restore), drills that prove a snapshot restores (drill), and its binary log shipped to
+ * S3 as it is written (db.shipping). It reports its server's
  * place in replication with every heartbeat, and at start undoes what a run that died left
  * half-done: a restore, a drill's scratch server, a multipart upload.
  */
@@ -52,15 +57,19 @@ export function dbRole(services: RoleServices): Role {
   if (!db) throw new Error("the db role needs db settings (the config's db section, or BOSUN_DB)");
   const engine = new MariaDbEngine({ logger: services.logger.child({ role: "db" }) }, { db, stateDir: services.settings.stateDir });
   const log = services.logger.child({ role: "db" });
+  const shipper = new BinlogShipper({ services, engine }, db.shipping);
   return {
     name: "db",
-    commands: commands(engine),
+    commands: commands(engine, shipper),
     async onSubscribed() {
       await recoverRestore(services, engine).catch((error: unknown) => log.error({ err: error }, "could not undo an interrupted restore"));
       await removeScratch(engine).catch((error: unknown) => log.warn({ err: error }, "could not remove a drill's scratch directories"));
       await abortOrphanUploads(services).catch((error: unknown) => log.warn({ err: error }, "could not look for abandoned backup uploads"));
       await releaseStaleLease(services).catch((error: unknown) => log.warn({ err: error }, "could not look at the backup lease"));
+      // After the recovery above: a restore undone must not race the shipper for the server's binary log.
+      shipper.start();
     },
+    close: () => shipper.close(),
     async report(): Promise<DbReport> {
       try {
         const server = await engine.describe();

@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from "node:crypto";
 import { chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import { createConnection, type Connection } from "mysql2/promise";
 import type { Coordinates, DbSettings, Logger } from "@bosun/core";
 import { createFileDurably, writeFileDurably } from "../../durable.ts";
-import type { DatabaseEngine, ScratchServer, ServerInfo, SnapshotRun } from "./engine.ts";
+import type { BinaryLogs, DatabaseEngine, ScratchServer, ServerInfo, SnapshotRun } from "./engine.ts";
 import { ToolError, runTool, toolOutput } from "./tool.ts";
 import { walkTree } from "../web/tree.ts";
 
@@ -42,6 +42,30 @@ export class MariaDbEngine implements DatabaseEngine {
         ...(replica
           ? { replication: { io: replica.Slave_IO_Running === "Yes", sql: replica.Slave_SQL_Running === "Yes", lagSeconds: replica.Seconds_Behind_Master === null ? null : Number(replica.Seconds_Behind_Master) } }
           : {}),
+      };
+    });
+  }
+
+  async archiveName(): Promise<{ uuid: string; epoch: number }> {
+    // Read every second by the shipper: made (and synced) only the first time.
+    const path = join(this.#stateDir, "db-server.json");
+    const text = await readFile(path, "utf8").catch(async () => (await this.#serverUuid(), readFile(path, "utf8")));
+    const { uuid, epoch } = JSON.parse(text) as { uuid: string; epoch: number };
+    return { uuid, epoch };
+  }
+
+  async binaryLogs(): Promise<BinaryLogs | undefined> {
+    return this.#with(async (c) => {
+      const [[vars]] = (await c.query("SELECT @@log_bin AS enabled, @@log_bin_basename AS base")) as unknown as [[{ enabled: number; base: string | null }]];
+      if (!Number(vars.enabled) || !vars.base) return undefined;
+      const [logs] = (await c.query("SHOW BINARY LOGS")) as unknown as [{ Log_name: string }[]];
+      // Read after the list: a file the list does not have yet is one the server rotated to in between.
+      const [[master]] = (await c.query("SHOW MASTER STATUS")) as unknown as [[{ File: string; Position: number | string }]];
+      const dir = dirname(vars.base);
+      return {
+        replica: (await this.#replicaStatus(c)) !== undefined,
+        files: logs.map((l) => ({ name: l.Log_name, path: join(dir, l.Log_name) })),
+        written: { file: master.File, position: Number(master.Position) },
       };
     });
   }
