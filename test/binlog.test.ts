@@ -256,6 +256,7 @@ describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
   });
 
   it("an agent killed and started again resumes exactly where the index ends: no gap, no duplicate", async () => {
+    await shippedTo(await written());
     const before = await index();
     agent!.child.kill("SIGKILL");
     await agent!.exited;
@@ -328,6 +329,8 @@ describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
   });
 
   it("bosun backup binlog verify finds a missing segment and a flipped byte, naming each", async () => {
+    // Four segments at least, whichever tests ran before.
+    while ((await index()).length < 4) await shippedTo(await written());
     const ok = await fleet.bosun(["backup", "binlog", "verify", "--server", server, "--json"]);
     assert.equal(ok.code, 0, ok.stderr + ok.stdout);
     const entries = await index();

@@ -83,6 +83,8 @@ export class BinlogShipper {
   #pass: Promise<unknown> = Promise.resolve();
   #failures = 0;
   #pendingSince: number | undefined;
+  /** When the current run of failed passes began. */
+  #failingSince: number | undefined;
   #alerted = { stalled: false, behind: false };
   /** A closed file with nothing whole left in it (said once), and the gaps already reported. */
   #finished: string | undefined;
@@ -320,7 +322,10 @@ export class BinlogShipper {
       const code = error instanceof BinlogFormatError || error instanceof ShippingError ? error.code : "BINLOG_SHIPPING_STALLED";
       await this.#alert("warning", code, `binlog shipping stopped at ${where}: ${errorMessage(error)}; retrying with backoff, keeping its place: nothing is skipped`, { failures: this.#failures });
     }
-    const behindMs = this.#pendingSince === undefined ? 0 : Date.now() - this.#pendingSince;
+    this.#failingSince ??= Date.now();
+    // Where the archive ends is not known while S3 cannot be read (an agent that starts during an outage): behind since the failures began.
+    const since = this.#pendingSince ?? (this.#chain === undefined ? this.#failingSince : undefined);
+    const behindMs = since === undefined ? 0 : Date.now() - since;
     if (!this.#alerted.behind && behindMs > this.#options.behindAlertSeconds * 1000) {
       this.#alerted.behind = true;
       await this.#alert("critical", "BINLOG_SHIPPING_BEHIND", `binlog shipping is ${Math.round(behindMs / 1000)} s behind the server at ${where}: the newest transactions are on this node only`, { behindSeconds: Math.round(behindMs / 1000) });
@@ -332,6 +337,7 @@ export class BinlogShipper {
     if (this.#failures === 0) return;
     const failures = this.#failures;
     this.#failures = 0;
+    this.#failingSince = undefined;
     this.#log.info({ failures }, "binlog shipping goes on");
     if (this.#alerted.stalled || this.#alerted.behind) await this.#alert("warning", "BINLOG_SHIPPING_RESUMED", `binlog shipping goes on after ${failures} failed attempt(s)`, {});
     this.#alerted = { stalled: false, behind: false };
