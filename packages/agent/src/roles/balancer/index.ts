@@ -27,15 +27,20 @@ async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
   }
 }
 
-function commands(balancer: Balancer, drainTimeoutSeconds: number): CommandDefinition<never>[] {
+/** lb-drain and lb-enable; on a node without balancer settings both fail, saying so. */
+function commands(balancer: Balancer | undefined, drainTimeoutSeconds: number): CommandDefinition<never>[] {
+  const configured = (work: (b: Balancer) => Promise<unknown>) => () => {
+    if (!balancer) throw new BalancerError("BALANCER_NOT_CONFIGURED", "this node has the balancer role but no balancer settings (the config's balancer section, or BOSUN_BALANCER): it runs no HAProxy");
+    return work(balancer);
+  };
   const drain = defineCommand(lbDrainContract, {
     // Draining again is harmless: a node already out of rotation has no sessions to wait for.
     onInterrupted: "resume",
-    handle: (ctx) => outcome(() => balancer.drain(ctx.payload.node, (ctx.payload.timeoutSeconds ?? drainTimeoutSeconds) * 1000, ctx.signal)),
+    handle: (ctx) => outcome(configured((b) => b.drain(ctx.payload.node, (ctx.payload.timeoutSeconds ?? drainTimeoutSeconds) * 1000, ctx.signal))),
   });
   const enable = defineCommand(lbEnableContract, {
     onInterrupted: "resume",
-    handle: (ctx) => outcome(async () => (await balancer.enable(ctx.payload.node), { node: ctx.payload.node, state: "ready" })),
+    handle: (ctx) => outcome(configured(async (b) => (await b.enable(ctx.payload.node), { node: ctx.payload.node, state: "ready" }))),
   });
   return [drain, enable] as CommandDefinition<never>[];
 }
@@ -61,10 +66,17 @@ export function factOf(type: string, issuedAt: string, payload: unknown): WebFac
  * lb-enable), reports checks' changes of verdict as lb-health events, and its backends with every heartbeat.
  */
 export function balancerRole(services: RoleServices): Role {
-  const configured = services.settings.balancer;
-  if (!configured) throw new Error("the balancer role needs balancer settings (the config's balancer section, or BOSUN_BALANCER)");
-  const settings = configured;
   const log = services.logger.child({ role: "balancer" });
+  const configured = services.settings.balancer;
+  if (!configured) {
+    // A node may carry the role before its balancer is set up (a tag set early): it takes the commands and refuses them.
+    return {
+      name: "balancer",
+      commands: commands(undefined, 0),
+      onSubscribed: async () => log.warn("no balancer settings (the config's balancer section, or BOSUN_BALANCER): this node runs no HAProxy"),
+    };
+  }
+  const settings = configured;
   const balancer = new Balancer({ logger: log, events: services.events }, { settings, dir: settings.dir ?? join(services.settings.stateDir, "haproxy"), node: services.node });
   let consumer: QueueConsumer | undefined;
   const timers: NodeJS.Timeout[] = [];
