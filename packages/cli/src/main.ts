@@ -109,6 +109,9 @@ program
         `Demo site: ${fleet.nodes.filter((n) => n.site).map((n) => `${n.id} ${n.site}`).join(", ")}; its repository is ${fleet.demoRepo}.`,
         `In another terminal, from this directory: bosun nodes, bosun release --app demo --ref HEAD --wait, bosun rollback --app demo --wait,`,
         `bosun send probe --target all --wait, bosun events.`,
+        fleet.balancer
+          ? `Balancer: lb-1's HAProxy at ${fleet.balancer} in front of the web nodes (curl ${fleet.balancer}/ after a release); bosun lb status, bosun lb drain web-1, bosun lb enable web-1.`
+          : "Balancer: lb-1 runs no HAProxy (install haproxy to put one in front of the web nodes).",
         ...(fleet.nodes.some((n) => n.roles.includes("db"))
           ? ["Databases: db-1 (primary), db-2 (replica, backups): bosun backup now --wait, bosun backup list, bosun backup drill --wait, bosun restore --node db-2 --replica-of primary --wait."]
           : []),
