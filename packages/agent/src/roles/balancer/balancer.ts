@@ -61,6 +61,7 @@ export class Balancer {
   #pendingSince: number | undefined;
   #started = false;
   #closed = false;
+  readonly #abort = new AbortController();
 
   constructor(deps: { logger: Logger; events: EventSink }, options: { settings: BalancerSettings; dir: string; node: NodeRef }) {
     this.#settings = options.settings;
@@ -122,12 +123,12 @@ export class Balancer {
       for (const [name, address] of plan.add) await this.#addServer(name, address);
     } catch (error) {
       if (!(error instanceof HaproxyError) || error.code !== "HAPROXY_SOCKET") throw error;
-      this.#log.warn({ err: error }, "the runtime socket is gone: applying the change by a checked reload");
+      this.#log.warn({ err: error }, "the runtime socket is gone: applying the change by a checked reload (a new HAProxy takes over)");
       via = "reload";
       for (const name of plan.remove) this.#servers.delete(name);
-      for (const [name, address] of plan.add) this.#servers.set(name, { address, state: "ready" });
+      for (const [name, address] of plan.add) if (!this.#servers.has(name)) this.#servers.set(name, { address, state: "ready" });
       await this.haproxy.writeConfig(this.#render());
-      await this.haproxy.reload();
+      await this.haproxy.handover(this.#abort.signal);
     }
     await this.#mirror();
     await this.#emitUpdate({ added: plan.add.map(([name]) => name), removed: plan.remove, refused, via });
@@ -200,13 +201,19 @@ export class Balancer {
     if (!this.#started || this.#closed) return;
     const stats = await this.haproxy.runtime.servers(this.#settings.backend);
     this.#stats = new Map(stats.map((s) => [s.name, s]));
+    const changes: EventPayload<"lb-health">[] = [];
     for (const stat of stats) {
       const to = healthOf(stat.status);
       const from = this.#health.get(stat.name) ?? "unchecked";
       this.#health.set(stat.name, to);
-      if (from === to) continue;
-      this.#log.info({ backend: stat.name, from, to, status: stat.status, check: stat.check }, "backend health changed");
-      await this.#emit("lb-health", { node: this.#node, backend: stat.name, address: stat.address, from, to, status: stat.status, ...(stat.check ? { check: stat.check } : {}) });
+      if (from !== to) changes.push({ node: this.#node, backend: stat.name, address: stat.address, from, to, status: stat.status, ...(stat.check ? { check: stat.check } : {}) });
+    }
+    if (changes.length === 0) return;
+    // The checks' verdicts go into the server-state file too: HAProxy started after a crash or a handover starts from them.
+    await this.haproxy.saveServerState();
+    for (const change of changes) {
+      this.#log.info({ backend: change.backend, from: change.from, to: change.to, status: change.status, check: change.check }, "backend health changed");
+      await this.#emit("lb-health", change);
     }
   }
 
@@ -222,6 +229,7 @@ export class Balancer {
   /** Stops updates, lets the one running finish, then stops HAProxy. */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#abort.abort();
     clearTimeout(this.#timer);
     await this.#work.catch(() => undefined);
     await this.haproxy.stop();

@@ -122,8 +122,8 @@ export class HaproxyProcess {
   }
 
   /** Starts HAProxy on the config in place and returns once its runtime socket answers. */
-  async start(signal: AbortSignal, timeoutMs = 15_000): Promise<void> {
-    await this.#stopLeftover();
+  async start(signal: AbortSignal, timeoutMs = 15_000, options: { leftover: "stop" | "keep" } = { leftover: "stop" }): Promise<void> {
+    if (options.leftover === "stop") await this.#stopLeftover();
     const child = spawn(this.#program, ["-W", "-db", "-f", this.paths.config, "-p", this.paths.pid], { stdio: ["ignore", "pipe", "pipe"] });
     this.#child = child;
     for (const stream of [child.stdout, child.stderr]) {
@@ -148,33 +148,26 @@ export class HaproxyProcess {
     }
   }
 
-  /** A reload through the master: the new worker reads the config and the server-state file. Returns the new worker's pid. */
-  async reload(timeoutMs = 15_000): Promise<number> {
-    if (!this.#child?.pid || this.#child.exitCode !== null) throw new HaproxyError("HAPROXY_NOT_RUNNING", "haproxy is not running: nothing to reload");
+  /**
+   * A new HAProxy on the config in place, beside the running one (both bind the port with
+   * SO_REUSEPORT), then the old one soft-stopped: it stops listening and lets its sessions finish.
+   * Used when the runtime socket is gone: a reload through the master would hand the new worker
+   * the same, unreachable socket. Returns the new worker's pid.
+   */
+  async handover(signal: AbortSignal): Promise<number> {
+    const old = this.#child;
+    this.#child = undefined;
     await this.validate(this.paths.config);
-    const before = await this.runtime.pid().catch(() => 0);
-    this.#child.kill("SIGUSR2");
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const pid = await this.runtime.pid().catch(() => 0);
-      if (pid && pid !== before) return pid;
-      if (Date.now() > deadline) throw new HaproxyError("HAPROXY_RELOAD", `haproxy did not come back from a reload within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await this.start(signal, 15_000, { leftover: "keep" });
+    if (old) await stopChild(old, 5000);
+    return this.runtime.pid();
   }
 
   /** Stops HAProxy: a soft stop (sessions finish) first, then SIGTERM and SIGKILL after `timeoutMs`. */
   async stop(timeoutMs = 5000): Promise<void> {
     const child = this.#child;
     this.#child = undefined;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, "exit");
-    child.kill("SIGUSR1");
-    const term = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-    const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs * 2);
-    await exited;
-    clearTimeout(term);
-    clearTimeout(kill);
+    if (child) await stopChild(child, timeoutMs);
   }
 
   /** An HAProxy a killed agent left running on this directory (its pid file, checked to be haproxy on our config). */
@@ -199,4 +192,16 @@ export class HaproxyProcess {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
+}
+
+/** SIGUSR1 (HAProxy's soft stop), then SIGTERM and SIGKILL if it takes longer than `timeoutMs`. */
+async function stopChild(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, "exit");
+  child.kill("SIGUSR1");
+  const term = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+  const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs * 2);
+  await exited;
+  clearTimeout(term);
+  clearTimeout(kill);
 }
