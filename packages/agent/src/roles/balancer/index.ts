@@ -148,10 +148,7 @@ export function balancerRole(services: RoleServices): Role {
     const { cluster } = services.settings;
     const topicArn = await ensureTopic(services.clients, cluster);
     // The queue first: events from now on wait there while the fleet record is read and HAProxy starts.
-    const queue = await ensureSubscribedQueue(services.clients, topicArn, names.balancerQueue(cluster, services.node.id), { kind: ["event"], type: ["node-up", "node-down"] }, {
-      visibilityTimeoutSeconds: 30,
-      tags: { "bosun:cluster": cluster, "bosun:node": services.node.id, "bosun:kind": "balancer" },
-    });
+    const queue = await ensureSubscribedQueue(services.clients, topicArn, names.balancerQueue(cluster, services.node.id), { kind: ["event"], type: ["node-up", "node-down"] }, { visibilityTimeoutSeconds: 30 });
     await balancer.start(await readFleet().catch((error: unknown) => (log.warn({ err: error }, "could not read the fleet record; starting with no backends"), [])), signal);
     if (signal.aborted) return;
     const verifier = new EventVerifier({ trust: services.trust, keys: services.nodeKeyDirectory(), clock: services.clock }, { maxBytes: services.settings.maxMessageBytes });
