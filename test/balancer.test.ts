@@ -326,6 +326,29 @@ describe("balancer role", { skip: tools.skip }, () => {
     }
   });
 
+  it("an HAProxy killed under the agent is started again from the mirrored config, with an alert", async () => {
+    const site = await backend("crash-1");
+    try {
+      const since = Date.now() - 1000;
+      await fleet.publish(webEvent("node-up", site.name, site.port));
+      await until(async () => updatesAfter(since).find((e) => e.payload.added.includes(site.name)), "crash-1's update");
+      const master = Number.parseInt(await readFile(join(haproxyDir, "haproxy.pid"), "utf8"), 10);
+      const worker = await runtime.pid();
+      const killedAt = Date.now() - 1000;
+      process.kill(master, "SIGKILL");
+      const alert = await fleet.waitForEvent((e) => e.type === "alert" && Date.parse(e.issuedAt) >= killedAt && (e.payload as { code: string }).code === "HAPROXY_EXITED", "the HAPROXY_EXITED alert");
+      assert.match((alert.payload as { message: string }).message, new RegExp(`haproxy \\(pid ${master}\\) exited with SIGKILL`));
+      await lb.waitForLog((r) => r.msg === "haproxy started again", "HAProxy to start again", 20_000);
+      assert.notEqual(Number.parseInt(await readFile(join(haproxyDir, "haproxy.pid"), "utf8"), 10), master);
+      assert.deepEqual([...(await servers()).keys()], [site.name]);
+      await reaches([site.name]);
+      // The killed master's worker notices and leaves by itself.
+      await until(async () => (existsSync(`/proc/${worker}`) ? undefined : true), `the old worker ${worker} to exit`);
+    } finally {
+      await remove([site.name]);
+    }
+  });
+
   it("bad input is refused with a clear event and the balancer goes on: an unknown node, a malformed command, an address outside the networks", async () => {
     const site = await backend("good");
     try {

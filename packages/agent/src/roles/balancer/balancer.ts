@@ -7,6 +7,9 @@ import { applyFact, desiredServers, planServers, type WebFact } from "./backends
 import { checkOptions, HaproxyProcess, renderConfig, type ServerLine } from "./haproxy.ts";
 import { HaproxyError, runtimeCommand, type ServerStat } from "./runtime.ts";
 
+/** How long at least between two starts of an HAProxy that keeps dying. */
+const RESTART_PAUSE_MS = 5000;
+
 /** A balancer command that cannot be carried out as asked (an unknown node); `code` goes in the failed event. */
 export class BalancerError extends BosunError {}
 
@@ -62,6 +65,7 @@ export class Balancer {
   #started = false;
   #closed = false;
   readonly #abort = new AbortController();
+  #restartedAt: number | undefined;
 
   constructor(deps: { logger: Logger; events: EventSink }, options: { settings: BalancerSettings; dir: string; node: NodeRef }) {
     this.#settings = options.settings;
@@ -70,6 +74,29 @@ export class Balancer {
     this.#events = deps.events;
     this.#node = options.node;
     this.haproxy = new HaproxyProcess({ logger: deps.logger }, { program: options.settings.haproxy, dir: options.dir });
+    this.haproxy.onUnexpectedExit = (how) => void this.#restart(how);
+  }
+
+  /** HAProxy died under the agent: started again from the mirrored config and server-state file, and an operator told. */
+  async #restart(how: string): Promise<void> {
+    if (this.#closed) return;
+    // One start every few seconds at most: an HAProxy that dies at once again must not spin.
+    const wait = (this.#restartedAt ?? 0) + RESTART_PAUSE_MS - Date.now();
+    this.#restartedAt = Date.now() + Math.max(0, wait);
+    this.#log.error({ how, inMs: Math.max(0, wait) }, "haproxy exited unexpectedly; starting it again from the config");
+    await this.#emit("alert", { node: this.#node, severity: "critical", code: "HAPROXY_EXITED", message: `balancer ${this.#node.id}: ${how}; starting it again` });
+    try {
+      if (wait > 0) await abortableDelay(wait, this.#abort.signal);
+      await this.#serial(async () => {
+        if (this.#closed) return;
+        await this.haproxy.start(this.#abort.signal);
+        await this.haproxy.saveServerState();
+      });
+      this.#log.info("haproxy started again");
+    } catch (error) {
+      this.#log.error({ err: error }, "could not start haproxy again");
+      await this.#emit("alert", { node: this.#node, severity: "critical", code: "HAPROXY_NOT_RESTARTED", message: `balancer ${this.#node.id}: ${errorMessage(error)}`.slice(0, 2000) });
+    }
   }
 
   /**

@@ -83,6 +83,8 @@ export class HaproxyProcess {
   readonly #program: string;
   readonly #log: Logger;
   #child: ChildProcess | undefined;
+  /** Called when the HAProxy this object runs exits without being told to (a crash, a kill). */
+  onUnexpectedExit: ((how: string) => void) | undefined;
 
   constructor(deps: { logger: Logger }, options: { program: string; dir: string }) {
     this.paths = haproxyPaths(options.dir);
@@ -126,6 +128,13 @@ export class HaproxyProcess {
     if (options.leftover === "stop") await this.#stopLeftover();
     const child = spawn(this.#program, ["-W", "-db", "-f", this.paths.config, "-p", this.paths.pid], { stdio: ["ignore", "pipe", "pipe"] });
     this.#child = child;
+    let ready = false;
+    child.once("exit", (code, exitSignal) => {
+      // stop() and handover() let go of the child before they signal it: only an exit nobody asked for, after a good start, is news.
+      if (this.#child !== child || !ready) return;
+      this.#child = undefined;
+      this.onUnexpectedExit?.(`haproxy (pid ${child.pid}) exited with ${code ?? exitSignal}`);
+    });
     for (const stream of [child.stdout, child.stderr]) {
       stream?.setEncoding("utf8").on("data", (text: string) => {
         for (const line of text.split("\n")) if (line.trim()) this.#log.info({ haproxy: line.trim() }, "haproxy");
@@ -136,6 +145,7 @@ export class HaproxyProcess {
       if (child.exitCode !== null || child.signalCode !== null) throw new HaproxyError("HAPROXY_EXITED", `haproxy exited with ${child.exitCode ?? child.signalCode} at start; see the agent's log`);
       try {
         await this.runtime.pid();
+        ready = true;
         this.#log.info({ pid: child.pid, config: this.paths.config }, "haproxy started");
         return;
       } catch (error) {
