@@ -372,6 +372,14 @@ describe("balancer role", { skip: tools.skip }, () => {
       assert.match(update.payload.refused[0]!.reason, /outside the allowed networks 127\.0\.0\.0\/8/);
       assert.equal((await servers()).has("outside"), false);
 
+      // A second node-up for a node already present adds no second server: the next update is about another node only.
+      const again = Date.now() - 1000;
+      await fleet.publish(webEvent("node-up", site.name, site.port));
+      await fleet.publish(webEvent("node-up", "good-2", site.port));
+      const next = await until(async () => updatesAfter(again).find((e) => e.payload.added.includes("good-2")), "good-2's update");
+      assert.deepEqual(next.payload.added, ["good-2"]);
+      assert.deepEqual([...(await servers()).keys()].sort(), ["good", "good-2"]);
+
       // Still working: the good node takes traffic, and a drain and an enable of it are carried out.
       await reaches([site.name]);
       const drain = await fleet.bosun(["lb", "drain", site.name, "--json"]);
@@ -381,7 +389,7 @@ describe("balancer role", { skip: tools.skip }, () => {
       assert.equal(enable.code, 0, enable.stdout + enable.stderr);
       await reaches([site.name]);
     } finally {
-      await remove([site.name, "outside"]);
+      await remove([site.name, "good-2", "outside"]);
     }
   });
 });
