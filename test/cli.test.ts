@@ -6,7 +6,7 @@ import { simpleGit } from "simple-git";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnBosun } from "../packages/cli/src/children.ts";
-import { needs } from "./helpers/tools.ts";
+import { needs, onPath } from "./helpers/tools.ts";
 
 /** Runs `bosun ARGS` in `cwd` with a bare environment: no AWS settings at all. */
 async function bosun(args: string[], cwd: string, env: Record<string, string> = {}) {
@@ -79,6 +79,22 @@ describe("bosun dev", { skip: tools.skip }, () => {
       const first = await bosun(["release", "--app", "demo", "--ref", "HEAD", "--wait", "--json"], dir);
       assert.equal(first.code, 0, first.stdout + first.stderr);
       for (const site of sites) assert.match(await (await fetch(site)).text(), /Bosun demo site/);
+
+      // lb-1's HAProxy (where haproxy is installed) puts both web nodes behind one address once their checks pass.
+      const balancer = /Balancer: lb-1's HAProxy at (http:\/\/127\.0\.0\.1:\d+)/.exec(lines.join("\n"))?.[1];
+      assert.equal(Boolean(balancer), onPath("haproxy"), "bosun dev says where lb-1's HAProxy listens exactly when haproxy is installed");
+      if (balancer) {
+        let healthy: string[] = [];
+        for (let i = 0; i < 150 && healthy.length < 2; i++) {
+          const status = await bosun(["lb", "status", "--json"], dir);
+          assert.equal(status.code, 0, status.stderr);
+          const lbs = JSON.parse(status.stdout) as { node: string; report?: { backends: { node: string; health: string; state: string }[] } }[];
+          healthy = (lbs.find((b) => b.node === "lb-1")?.report?.backends ?? []).filter((b) => b.health === "up" && b.state === "ready").map((b) => b.node).sort();
+          if (healthy.length < 2) await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.deepEqual(healthy, ["web-1", "web-2"]);
+        assert.match(await (await fetch(balancer)).text(), /Bosun demo site/);
+      }
       const repo = join(dir, ".bosun", "dev", "demo-site");
       await writeFile(join(repo, "index.html"), "<h1>Second release</h1>\n");
       await simpleGit(repo).add(["index.html"]).then(() => simpleGit(repo).commit("Second"));
@@ -165,7 +181,7 @@ describe("bosun dev dies whole", { skip: tools.skip }, () => {
       // Restarted with a release desired: web nodes come back to it, the balancer deploys nothing.
       // The balancer runs without the web role: it takes no web commands and deploys no apps.
       await waitFor("lb-1 runs", () => second.lines.some((l) => l.includes("lb-1") && l.includes("agent running")));
-      assert.ok(second.lines.some((l) => l.includes("lb-1") && l.includes("agent running") && l.includes("plugins=[]")), "lb-1 has no role plug-in");
+      assert.ok(second.lines.some((l) => l.includes("lb-1") && l.includes("agent running") && l.includes('plugins=["balancer"]')), "lb-1 has the balancer plug-in only");
       await waitFor("web-1 checks its app", () => second.lines.some((l) => l.includes("web-1") && l.includes("after subscribing")));
       await assert.rejects(stat(join(dir, ".bosun", "dev", "nodes", "publisher")), "no app was deployed from the publisher's settings");
       second.dev.child.kill("SIGINT");
@@ -201,7 +217,7 @@ describe("the CLI's own errors and help", () => {
 
   it("every command has --help", async () => {
     const dir = tmpdir();
-    for (const command of [[], ["init"], ["dev"], ["agent"], ["coordinator"], ["nodes"], ["keys", "generate"], ["send"], ["events"], ["release"], ["rollback"], ["releases"]]) {
+    for (const command of [[], ["init"], ["dev"], ["agent"], ["coordinator"], ["nodes"], ["keys", "generate"], ["send"], ["events"], ["release"], ["rollback"], ["releases"], ["lb"], ["lb", "status"], ["lb", "drain"]]) {
       const result = await bosun([...command, "--help"], dir);
       assert.equal(result.code, 0, `bosun ${command.join(" ")} --help`);
       assert.match(result.stdout, /Usage: bosun/);

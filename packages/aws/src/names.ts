@@ -3,6 +3,8 @@ export const names = {
   topic: (cluster: string) => `bosun-${cluster}-bus`,
   nodeQueue: (cluster: string, nodeId: string) => `bosun-${cluster}-node-${nodeId}`,
   coordinatorQueue: (cluster: string) => `bosun-${cluster}-coordinator`,
+  /** A balancer node's queue of web nodes' node-up and node-down events. */
+  balancerQueue: (cluster: string, nodeId: string) => `bosun-${cluster}-lb-${nodeId}`,
   watchQueue: (cluster: string, suffix: string) => `bosun-${cluster}-watch-${suffix}`,
   deadLetter: (queue: string) => `${queue}-dlq`,
 };

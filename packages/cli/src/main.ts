@@ -109,6 +109,9 @@ program
         `Demo site: ${fleet.nodes.filter((n) => n.site).map((n) => `${n.id} ${n.site}`).join(", ")}; its repository is ${fleet.demoRepo}.`,
         `In another terminal, from this directory: bosun nodes, bosun release --app demo --ref HEAD --wait, bosun rollback --app demo --wait,`,
         `bosun send probe --target all --wait, bosun events.`,
+        fleet.balancer
+          ? `Balancer: lb-1's HAProxy at ${fleet.balancer} in front of the web nodes (curl ${fleet.balancer}/ after a release); bosun lb status, bosun lb drain web-1, bosun lb enable web-1.`
+          : "Balancer: lb-1 runs no HAProxy (install haproxy to put one in front of the web nodes).",
         ...(fleet.nodes.some((n) => n.roles.includes("db"))
           ? ["Databases: db-1 (primary), db-2 (replica, backups): bosun backup now --wait, bosun backup list, bosun backup drill --wait, bosun restore --node db-2 --replica-of primary --wait."]
           : []),
@@ -418,6 +421,56 @@ data is half-restored). The server keeps its own server id.`,
     );
     view.done();
     await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+const lb = program
+  .command("lb")
+  .description("The balancers in front of the web nodes: status, drain and enable a web node")
+  .addHelpText(
+    "after",
+    `
+Each balancer node runs HAProxy and adds and removes web nodes through its runtime API as they
+come and go (no reloads). A drain stops new requests to a node, waits for its sessions to
+finish (or balancer.drainTimeoutSeconds), then holds it out of rotation until enabled again.`,
+  );
+
+lb.command("status")
+  .description("The balancers, and each one's backends with their state (ready, drain, maint) and health, from their last heartbeat")
+  .option("--json", "print the result as JSON")
+  .action(async (opts: { json?: boolean }) => {
+    const { balancerStatus, renderStatus } = await import("./commands/lb.ts");
+    await print(opts.json, await withContext((ctx) => balancerStatus(ctx)), renderStatus);
+  });
+
+lb.command("drain")
+  .description("Drain a web node on every balancer and wait until its sessions have finished; exit 1 if a balancer failed")
+  .argument("<node>", "the web node's id")
+  .option("--drain-timeout <seconds>", "how long balancers wait for its sessions (default balancer.drainTimeoutSeconds)", positiveInt("--drain-timeout"))
+  .option("--timeout <seconds>", "how long to wait for the balancers' answers", positiveInt("--timeout"), 300)
+  .option("--no-wait", "only send the command")
+  .option("--json", "print the result as JSON")
+  .action(async (node: string, opts: { drainTimeout?: number; timeout: number; wait: boolean; json?: boolean }) => {
+    const { drainBackend, renderDrain } = await import("./commands/lb.ts");
+    const view = await progress(Boolean(opts.json), `lb-drain ${node}`);
+    const result = await withContext((ctx) => drainBackend(ctx, { node, drainTimeoutSeconds: opts.drainTimeout, wait: opts.wait, timeoutSeconds: opts.timeout, onProgress: view.update }));
+    view.done();
+    await print(opts.json, result, (r) => renderDrain(r, { withTable: !liveView() }));
+    if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+lb.command("enable")
+  .description("Put a drained web node back into rotation on every balancer")
+  .argument("<node>", "the web node's id")
+  .option("--timeout <seconds>", "how long to wait for the balancers' answers", positiveInt("--timeout"), 60)
+  .option("--no-wait", "only send the command")
+  .option("--json", "print the result as JSON")
+  .action(async (node: string, opts: { timeout: number; wait: boolean; json?: boolean }) => {
+    const { enableBackend, renderDrain } = await import("./commands/lb.ts");
+    const view = await progress(Boolean(opts.json), `lb-enable ${node}`);
+    const result = await withContext((ctx) => enableBackend(ctx, { node, wait: opts.wait, timeoutSeconds: opts.timeout, onProgress: view.update }));
+    view.done();
+    await print(opts.json, result, (r) => renderDrain(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
   });
 

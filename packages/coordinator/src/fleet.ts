@@ -90,7 +90,7 @@ export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Ap
       record.lastCommand = { id: event.correlationId, type: payload.commandType ?? payload.type ?? "unknown", outcome: event.type, at };
       const result = payload.result;
       if (event.type === "done" && result?.status === "active" && result.app && result.commit) {
-        record.report = { ...record.report, web: { releases: { ...record.report?.web?.releases, [result.app]: result.commit } } };
+        record.report = { ...record.report, web: { ...record.report?.web, releases: { ...record.report?.web?.releases, [result.app]: result.commit } } };
       }
       changed = true;
       break;

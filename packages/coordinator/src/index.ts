@@ -8,3 +8,4 @@ export { desiredReleases } from "./procedures/desired.ts";
 export { resolveRef } from "./procedures/git.ts";
 export * from "./procedures/backups.ts";
 export * from "./retention.ts";
+export * from "./procedures/balancer.ts";

@@ -133,6 +133,51 @@ export const dbSchema = z
   .strict();
 export type DbSettings = z.infer<typeof dbSchema>;
 
+/** Where a web node's site is reached by the balancers (reported in its node-up and heartbeats). */
+export const webSchema = z
+  .object({
+    advertise: z.object({ host: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, "expected an IP address or a host name"), port: z.number().int().min(1).max(65535) }).strict().optional(),
+  })
+  .strict();
+export type WebSettings = z.infer<typeof webSchema>;
+
+/** The balancer role's HAProxy: where it listens, how it checks web nodes, how it drains them. */
+export const balancerSchema = z
+  .object({
+    /** The HAProxy program; the agent runs it (master-worker) and stops it when the agent stops. */
+    haproxy: z.string().min(1).default("haproxy"),
+    /** Where haproxy.cfg, the runtime socket and the server-state file live (default: <stateDir>/haproxy). */
+    dir: z.string().min(1).optional(),
+    listen: z
+      .object({ host: z.string().regex(/^[A-Za-z0-9.:*-]{1,253}$/, "expected an address to bind").default("0.0.0.0"), port: z.number().int().min(1).max(65535).default(80) })
+      .strict()
+      .default({ host: "0.0.0.0", port: 80 }),
+    /** The HAProxy backend that holds the web nodes. */
+    backend: z.string().regex(/^[a-z][a-z0-9_-]{0,31}$/, "expected a backend name of lower-case letters, digits, '_' or '-'").default("web"),
+    /** HAProxy's own active checks on every web node: an HTTP GET of `path` every `interMs`; `fall` failures mark it down, `rise` successes up. */
+    check: z
+      .object({
+        path: z.string().regex(/^\/[A-Za-z0-9._~\/-]*$/, "expected a path such as /health").default("/"),
+        interMs: z.number().int().min(100).max(300_000).default(2000),
+        fall: z.number().int().min(1).max(100).default(3),
+        rise: z.number().int().min(1).max(100).default(2),
+      })
+      .strict()
+      .default({ path: "/", interMs: 2000, fall: 3, rise: 2 }),
+    /** How long `lb drain` waits for a node's sessions to finish before it takes the node out anyway. */
+    drainTimeoutSeconds: z.number().int().min(0).max(86400).default(60),
+    /** Node-ups and node-downs that come within this many ms of each other are applied as one update. */
+    debounceMs: z.number().int().min(0).max(60_000).default(250),
+    /** How often the agent reads HAProxy's view of its servers, for health events and its node record. */
+    pollSeconds: z.number().min(0.2).max(3600).default(2),
+    /** How often the agent compares its servers with the fleet record in S3 (a missed event is made good). */
+    resyncSeconds: z.number().int().min(1).max(86400).default(30),
+    /** Networks (CIDR) web nodes' addresses must lie in; empty: any address. */
+    networks: z.array(z.string().regex(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "expected a network such as 10.0.0.0/16")).default([]),
+  })
+  .strict();
+export type BalancerSettings = z.infer<typeof balancerSchema>;
+
 /** How long backups are kept, grandfather-father-son, computed from what is in the bucket. */
 export const retentionSchema = z
   .object({
@@ -197,6 +242,10 @@ export const settingsSchema = z.object({
   /** The local emulator's address, written by `bosun dev`; used only when AWS_ENDPOINT_URL is unset. */
   /** The db role's database (db nodes). */
   db: z.preprocess(json, dbSchema).optional(),
+  /** Where this web node is reached by the balancers (web nodes). */
+  web: z.preprocess(json, webSchema).default({}),
+  /** The balancer role's HAProxy (balancer nodes). */
+  balancer: z.preprocess(json, balancerSchema).optional(),
   /** Backup schedules and retention (the coordinator and `bosun backup prune`). */
   backups: z.preprocess(json, backupsSchema).default({ drillSchedule: "0 0 4 * * 0", retention: { hourly: 24, daily: 7, weekly: 4, monthly: 6, windowDays: 7 } }),
   devEndpoint: z.url().optional(),
@@ -225,6 +274,8 @@ export const settingEnv: Record<SettingName, string> = {
   apps: "BOSUN_APPS",
   schedules: "BOSUN_SCHEDULES",
   db: "BOSUN_DB",
+  web: "BOSUN_WEB",
+  balancer: "BOSUN_BALANCER",
   backups: "BOSUN_BACKUPS",
   devEndpoint: "BOSUN_DEV_ENDPOINT",
   logLevel: "BOSUN_LOG_LEVEL",
@@ -318,6 +369,7 @@ export function loadSettings(options: LoadSettingsOptions = {}): Settings & { co
     if (db.scratchDir) db.scratchDir = resolve(dbBase, db.scratchDir);
     if (db.backup.encryptionKeyFile) db.backup.encryptionKeyFile = resolve(dbBase, db.backup.encryptionKeyFile);
   }
+  if (settings.balancer?.dir) settings.balancer.dir = resolve(sources.get("balancer")?.from.startsWith("setting") ? base : cwd, settings.balancer.dir);
   return configFile ? { ...settings, configFile } : settings;
 }
 

@@ -1,4 +1,5 @@
 import type { RoleFactory } from "../role.ts";
+import { balancerRole } from "./balancer/index.ts";
 import { dbRole } from "./db/index.ts";
 import { webRole } from "./web/index.ts";
 
@@ -6,6 +7,7 @@ import { webRole } from "./web/index.ts";
 export const roleFactories: Readonly<Record<string, RoleFactory>> = {
   web: webRole,
   db: dbRole,
+  balancer: balancerRole,
 };
 
 /** The factories for a node's roles; roles without a plug-in (yet) take only the spine's commands. */

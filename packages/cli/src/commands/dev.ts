@@ -6,7 +6,7 @@ import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
 import { startEmulator, type Emulator } from "../emulator.ts";
 import { ensureDemoRepo, startSiteServer } from "../devsite.ts";
-import { startDevDatabases, type DevDatabases } from "../devdb.ts";
+import { freePort, startDevDatabases, type DevDatabases } from "../devdb.ts";
 import { init } from "./init.ts";
 import { keysGenerate } from "./keys.ts";
 
@@ -26,6 +26,8 @@ export interface DevFleet {
   configFile: string;
   nodes: { id: string; roles: string[]; site?: string }[];
   demoRepo: string;
+  /** lb-1's HAProxy in front of the web nodes, when haproxy is installed. */
+  balancer?: string;
   close(): Promise<void>;
 }
 
@@ -108,6 +110,9 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
       { id: "lb-1", roles: ["balancer"] },
       ...(withDb ? [{ id: "db-1", roles: ["db"] }, { id: "db-2", roles: ["db"] }] : []),
     ];
+    // lb-1 runs HAProxy in front of the web nodes' demo sites where it is installed (Debian puts it in /usr/sbin).
+    const haproxy = whereIs("haproxy");
+    const balancer = haproxy ? `http://127.0.0.1:${await freePort()}` : undefined;
     const env = (extra: Record<string, string>) => ({ ...process.env, BOSUN_CONFIG: configFile, ...extra });
     const launch = async (name: string, args: string[], extra: Record<string, string>) => {
       const child = spawnBosun({ name, args, env: env(extra), onLine: (line) => options.onLine(name, line) });
@@ -126,6 +131,16 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         sites.push(site);
         node.site = site.url;
         extra["BOSUN_APPS"] = JSON.stringify({ demo: { root, repos: [demoRepo], health: { url: `${site.url}/.bosun-release`, marker: true } } });
+        extra["BOSUN_WEB"] = JSON.stringify({ advertise: { host: "127.0.0.1", port: Number(new URL(site.url).port) } });
+      }
+      if (node.roles.includes("balancer") && haproxy && balancer) {
+        extra["BOSUN_BALANCER"] = JSON.stringify({
+          haproxy,
+          listen: { host: "127.0.0.1", port: Number(new URL(balancer).port) },
+          check: { path: "/", interMs: 1000, fall: 2, rise: 1 },
+          drainTimeoutSeconds: 30,
+          networks: ["127.0.0.0/8"],
+        });
       }
       if (node.roles.includes("db")) extra["BOSUN_DB"] = databases!.settings[node.id]!;
       await launch(node.id, ["agent", "--node-id", node.id, ...node.roles.flatMap((r) => ["--role", r])], {
@@ -134,7 +149,7 @@ export async function dev(options: DevOptions): Promise<DevFleet> {
         ...extra,
       });
     }
-    return { endpoint: emulator.endpoint, configFile, nodes, demoRepo, close };
+    return { endpoint: emulator.endpoint, configFile, nodes, demoRepo, ...(balancer ? { balancer } : {}), close };
   } catch (error) {
     await close();
     throw error;
@@ -178,4 +193,10 @@ async function stopSurvivors(file: string, onLine: DevOptions["onLine"]): Promis
 
 function onPath(command: string): boolean {
   return (process.env["PATH"] ?? "").split(":").some((dir) => dir && existsSync(join(dir, command)));
+}
+
+/** Where a program is: on the PATH, or in /usr/sbin or /sbin, where Debian puts daemons. */
+function whereIs(command: string): string | undefined {
+  const dirs = [...(process.env["PATH"] ?? "").split(":"), "/usr/sbin", "/sbin"];
+  return dirs.filter(Boolean).map((dir) => join(dir, command)).find((path) => existsSync(path));
 }

@@ -3,12 +3,13 @@ import { namePattern } from "../envelope.ts";
 import { refusalReasons } from "../parse.ts";
 import { webReportSchema } from "./web.ts";
 import { dbReportSchema } from "./db.ts";
+import { balancerEventSchemas, balancerReportSchema } from "./balancer.ts";
 
 const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
 export type NodeRef = z.infer<typeof nodeRef>;
 
 /** What each of a node's roles adds to its node-up and heartbeats (web: the releases it serves). */
-export const roleReportsSchema = z.object({ web: webReportSchema.optional(), db: dbReportSchema.optional() }).strict();
+export const roleReportsSchema = z.object({ web: webReportSchema.optional(), db: dbReportSchema.optional(), balancer: balancerReportSchema.optional() }).strict();
 export type RoleReports = z.infer<typeof roleReportsSchema>;
 
 /**
@@ -52,6 +53,7 @@ export const eventSchemas = {
     details: z.record(z.string(), z.unknown()).optional(),
   }),
   heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), report: roleReportsSchema }),
+  ...balancerEventSchemas,
 } as const;
 
 export type EventType = keyof typeof eventSchemas;

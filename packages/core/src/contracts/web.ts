@@ -53,7 +53,13 @@ export const desiredReleaseSchema = z.object({
 export type DesiredRelease = z.infer<typeof desiredReleaseSchema>;
 
 /** What a web node adds to its heartbeats: the commit each app's `current` points at. */
-export const webReportSchema = z.object({ releases: z.record(z.string(), commitId) }).strict();
+export const webReportSchema = z
+  .object({
+    releases: z.record(z.string(), commitId),
+    /** Where balancers reach this node's site (the web.advertise setting). */
+    address: z.object({ host: z.string(), port: z.number().int() }).strict().optional(),
+  })
+  .strict();
 export type WebReport = z.infer<typeof webReportSchema>;
 
 /** The desired release of an app, signed by its publisher: web nodes sync to it at boot and once subscribed. */

@@ -75,7 +75,7 @@ export function webRole(services: RoleServices): Role {
         const commit = await rootOf(app).current();
         if (commit) releases[app] = commit;
       }
-      return { releases };
+      return { releases, ...(settings.web.advertise ? { address: settings.web.advertise } : {}) };
     },
   };
 }
