@@ -11,14 +11,16 @@ import { StateStore, backupKeys, manifestDigest, pendingUploads, signRecord, sta
 import type { BackupManifest, Envelope } from "@bosun/core";
 import { NodeKeyring } from "../packages/agent/src/node-key.ts";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
-import { MariaDb, loadDemoData, mariadbMissing } from "./helpers/mariadb.ts";
+import { MariaDb, loadDemoData, mariadbTools } from "./helpers/mariadb.ts";
+import { needs } from "./helpers/tools.ts";
 import { Moto, motoMissing } from "./helpers/moto.ts";
 import { S3Proxy } from "./helpers/s3-proxy.ts";
 
 const run = promisify(execFile);
 
 // S3 is moto's here, not the emulator's: moto lists multipart uploads (the emulator lists none), so "no parts left behind" can be seen.
-const missing = mariadbMissing() ?? motoMissing();
+// A missing MariaDB tool fails the file, naming its package (.ci/run installs them); moto, which Debian does not package, skips it saying how to install it.
+const missing = needs(mariadbTools).skip || motoMissing();
 
 interface Done {
   snapshot: string;

@@ -8,11 +8,20 @@ import { freePort } from "./web.ts";
 import { onPath } from "./tools.ts";
 import { demoDataSql, installDataDir, pidAlive, serverArgs, serverControls, serverPid, startServer, stopServer } from "../../packages/cli/src/devdb.ts";
 
+/** The MariaDB tools the db role drives, and the Debian package of each. */
+export const mariadbTools: Record<string, string> = {
+  mariadbd: "mariadb-server",
+  "mariadb-install-db": "mariadb-server",
+  mariadb: "mariadb-client",
+  "mariadb-dump": "mariadb-client",
+  mariabackup: "mariadb-backup",
+  mbstream: "mariadb-backup",
+};
+
 /** Why real MariaDB cannot run here, or undefined when it can. */
 export function mariadbMissing(): string | undefined {
-  const tools = ["mariadbd", "mariadb-install-db", "mariadb", "mariadb-dump", "mariabackup", "mbstream"];
-  const missing = tools.filter((t) => !onPath(t));
-  return missing.length ? `${missing.join(", ")} not found: install with \`apt-get install mariadb-server mariadb-backup\`` : undefined;
+  const missing = Object.entries(mariadbTools).filter(([tool]) => !onPath(tool));
+  return missing.length ? `${missing.map(([tool]) => tool).join(", ")} not found: install with \`apt-get install ${[...new Set(missing.map(([, pkg]) => pkg))].join(" ")}\`` : undefined;
 }
 
 /**
