@@ -1,12 +1,10 @@
 import { it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { whereIs } from "@bosun/core";
 
 /** Whether a command is on the PATH (or in /usr/sbin and /sbin, where Debian puts daemons). */
 export function onPath(command: string): boolean {
-  const dirs = [...(process.env["PATH"] ?? "").split(":"), "/usr/sbin", "/sbin"];
-  return dirs.some((dir) => dir && existsSync(join(dir, command)));
+  return whereIs(command) !== undefined;
 }
 
 /**

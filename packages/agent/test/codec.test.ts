@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { CodecError, Decryptor, Digest, Encryptor, compressor, decompressor, fingerprintOf, type BackupKey } from "../src/roles/db/codec.ts";
+import { CodecError, Decryptor, Digest, Encryptor, compressor, decompressor, endsWhen, fingerprintOf, type BackupKey } from "../src/roles/db/codec.ts";
 
 const keyOf = (key: Buffer): BackupKey => ({ key, fingerprint: fingerprintOf(key) });
 
@@ -19,15 +19,33 @@ const pieces = (data: Buffer, piece = 65536) => Readable.from((function* () { fo
 describe("the backup codec", () => {
   const key = keyOf(randomBytes(32));
 
-  it("round-trips streams of every awkward size through compression and chunked AES-256-GCM", async () => {
+  it("round-trips streams of every awkward size through compression (the zstd tool, Node's zstd, gzip) and chunked AES-256-GCM", async () => {
+    const ways = [
+      { name: "the zstd tool", compression: "zstd", tool: ["zstd", "-3", "-q", "-c"] },
+      { name: "Node's zstd", compression: "zstd", tool: false },
+      { name: "gzip", compression: "gzip", tool: false },
+    ] as const;
     for (const size of [0, 1, 1024 * 1024 - 1, 1024 * 1024, 1024 * 1024 + 1, 5 * 1024 * 1024 + 17]) {
-      for (const compression of ["zstd", "gzip"] as const) {
+      for (const way of ways) {
         const data = randomBytes(size);
-        const sealed = await collect(pieces(data), compressor(compression), new Encryptor(key));
-        const opened = await collect(pieces(sealed, 7777), new Decryptor(key), decompressor(compression));
-        assert.ok(opened.equals(data), `${size} bytes with ${compression}`);
+        const compressing = compressor(way.compression, { tool: way.tool });
+        const sealed = await collect(pieces(data), compressing.stream, endsWhen(compressing.done), new Encryptor(key));
+        const opened = await collect(pieces(sealed, 7777), new Decryptor(key), decompressor(way.compression));
+        assert.ok(opened.equals(data), `${size} bytes with ${way.name}`);
       }
     }
+  });
+
+  it("a compressor tool that fails after writing part of its output fails the stream, naming it, instead of ending it short", async () => {
+    // Reads everything, writes a little, exits 3: without waiting for its exit, the stream would simply end.
+    const compressing = compressor("zstd", { tool: ["sh", "-c", "cat >/dev/null; printf partial; exit 3"] });
+    await assert.rejects(
+      collect(pieces(randomBytes(300_000)), compressing.stream, endsWhen(compressing.done)),
+      (e: unknown) => e instanceof CodecError && e.code === "COMPRESSOR_FAILED" && /sh exited with code 3/.test(e.message),
+    );
+    const missing = compressor("zstd", { tool: ["bosun-no-such-compressor"] });
+    await assert.rejects(collect(pieces(randomBytes(1000)), missing.stream, endsWhen(missing.done)), (e: unknown) => e instanceof Error);
+    await assert.rejects(missing.done, (e: unknown) => e instanceof CodecError && /bosun-no-such-compressor could not start/.test(e.message));
   });
 
   it("names a wrong key before decrypting anything", async () => {

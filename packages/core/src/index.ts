@@ -11,6 +11,7 @@ export * from "./message.ts";
 export * from "./logger.ts";
 export * from "./pidlock.ts";
 export * from "./lifecycle.ts";
+export * from "./path.ts";
 
 export { BOSUN_VERSION } from "./version.ts";
 

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { acquirePidLock, isBosunProcess } from "@bosun/core";
+import { acquirePidLock, isBosunProcess, whereIs } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
 import { startEmulator, type Emulator } from "../emulator.ts";
@@ -192,11 +192,6 @@ async function stopSurvivors(file: string, onLine: DevOptions["onLine"]): Promis
 }
 
 function onPath(command: string): boolean {
-  return (process.env["PATH"] ?? "").split(":").some((dir) => dir && existsSync(join(dir, command)));
+  return whereIs(command) !== undefined;
 }
 
-/** Where a program is: on the PATH, or in /usr/sbin or /sbin, where Debian puts daemons. */
-function whereIs(command: string): string | undefined {
-  const dirs = [...(process.env["PATH"] ?? "").split(":"), "/usr/sbin", "/sbin"];
-  return dirs.filter(Boolean).map((dir) => join(dir, command)).find((path) => existsSync(path));
-}

@@ -1,9 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { pipeline, Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream";
 import { Lease, PreconditionFailed, abortableDelay, backupKeys, stateKeys, manifestDigest, readSnapshot, uploadStream, type SnapshotStatus } from "@bosun/aws";
 import { BosunError, errorMessage, type BackupManifest, type Coordinates, type DbSettings, type SnapshotKind } from "@bosun/core";
 import type { RoleServices } from "../../role.ts";
-import { Digest, Encryptor, compressor, identity, loadBackupKey } from "./codec.ts";
+import { Digest, Encryptor, compressor, endsWhen, identity, loadBackupKey } from "./codec.ts";
 import type { DatabaseEngine } from "./engine.ts";
 import { ebsSnapshot } from "./ebs.ts";
 
@@ -140,7 +140,9 @@ async function streamSnapshot(services: RoleServices, engine: DatabaseEngine, db
   run.done.catch(() => undefined);
   const source = new Digest();
   const stored = new Digest();
-  const body = pipeline(run.stream, endsWhen(run.done), source, compressor(db.backup.compression), key ? new Encryptor(key) : identity(), stored, () => undefined);
+  const compressing = compressor(db.backup.compression);
+  pipeline(run.stream, endsWhen(run.done), source, compressing.stream, endsWhen(compressing.done), key ? new Encryptor(key) : identity(), stored, () => undefined);
+  const body = stored;
   let last = Date.now();
   const startedAt = Date.now();
   try {
@@ -175,20 +177,6 @@ async function streamSnapshot(services: RoleServices, engine: DatabaseEngine, db
   };
 }
 
-/**
- * Passes a tool's output through, and holds its end until the tool has exited: a dump cut off
- * by a failure ends its output like a finished one, and must fail the upload instead.
- */
-function endsWhen(done: Promise<void>): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
-      callback(null, chunk);
-    },
-    flush(callback: TransformCallback) {
-      done.then(() => callback(), (error: unknown) => callback(error as Error));
-    },
-  });
-}
 
 /** Writes the manifest, then the completion record naming it: both signed by this node, neither ever overwritten. */
 async function publishSnapshot(services: RoleServices, manifest: BackupManifest): Promise<void> {
