@@ -129,6 +129,14 @@ export const dbSchema = z
       })
       .strict()
       .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60 }),
+    /** How often a replica's replication is looked at, and the lag that raises an alert. */
+    health: z
+      .object({
+        intervalSeconds: z.number().int().min(1).max(3600).default(5),
+        lagAlertSeconds: z.number().int().min(1).max(86_400).default(30),
+      })
+      .strict()
+      .default({ intervalSeconds: 5, lagAlertSeconds: 30 }),
   })
   .strict();
 export type DbSettings = z.infer<typeof dbSchema>;

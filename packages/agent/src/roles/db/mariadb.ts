@@ -23,6 +23,8 @@ export class MariaDbEngine implements DatabaseEngine {
   readonly #log: Logger;
   readonly #db: DbSettings;
   readonly #stateDir: string;
+  /** A backup stopped the replica's SQL thread on purpose: health checks do not call that a failure. */
+  #pausedForBackup = false;
 
   constructor(deps: { logger: Logger }, options: { db: DbSettings; stateDir: string }) {
     this.#log = deps.logger;
@@ -40,7 +42,14 @@ export class MariaDbEngine implements DatabaseEngine {
         version: vars.version,
         role: replica ? "replica" : "primary",
         ...(replica
-          ? { replication: { io: replica.Slave_IO_Running === "Yes", sql: replica.Slave_SQL_Running === "Yes", lagSeconds: replica.Seconds_Behind_Master === null ? null : Number(replica.Seconds_Behind_Master) } }
+          ? {
+              replication: {
+                io: replica.Slave_IO_Running === "Yes",
+                sql: replica.Slave_SQL_Running === "Yes",
+                lagSeconds: replica.Seconds_Behind_Master === null ? null : Number(replica.Seconds_Behind_Master),
+                ...(this.#pausedForBackup ? { pausedForBackup: true } : {}),
+              },
+            }
           : {}),
       };
     });
@@ -71,6 +80,7 @@ export class MariaDbEngine implements DatabaseEngine {
   }
 
   async pauseReplica(): Promise<Coordinates> {
+    this.#pausedForBackup = true;
     return this.#with(async (c) => {
       await c.query("STOP SLAVE SQL_THREAD");
       // STOP returns before the thread has stopped; the coordinates only hold once it has.
@@ -89,6 +99,7 @@ export class MariaDbEngine implements DatabaseEngine {
 
   async resumeReplica(): Promise<void> {
     await this.#with((c) => c.query("START SLAVE SQL_THREAD"));
+    this.#pausedForBackup = false;
   }
 
   async checksums(): Promise<Record<string, string | null>> {
@@ -179,6 +190,21 @@ export class MariaDbEngine implements DatabaseEngine {
       await auth.remove();
     }
     await journal.clear();
+  }
+
+  async replay(files: readonly string[], options: { start: number; stop?: number; signal: AbortSignal }): Promise<void> {
+    const scratch = await this.scratchDir();
+    const auth = await this.#optionsFile(scratch);
+    try {
+      const decode = runTool(
+        ["mariadb-binlog", "--no-defaults", `--start-position=${options.start}`, ...(options.stop === undefined ? [] : [`--stop-position=${options.stop}`]), "--", ...files],
+        { log: this.#log, signal: options.signal },
+      );
+      decode.stdin.end();
+      await Promise.all([loadDump(["mariadb", `--defaults-extra-file=${auth.path}`, ...this.#connectArgs(), "--binary-mode"], decode.stdout, { log: this.#log, signal: options.signal }), decode.done]);
+    } finally {
+      await auth.remove();
+    }
   }
 
   async restorePhysical(stream: Readable, options: { signal: AbortSignal; scratchDir: string; onStage?: (stage: string) => void }): Promise<void> {
