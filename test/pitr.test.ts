@@ -1,14 +1,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
-import { StateStore, binlogKeys, listObjects, type RecoveryPlan } from "@bosun/aws";
-import type { BinlogSegment, Envelope } from "@bosun/core";
-import { TestFleet } from "./helpers/fleet.ts";
+import type { RecoveryPlan } from "@bosun/aws";
+import type { TestFleet } from "./helpers/fleet.ts";
 import { MariaDb, mariadbTools } from "./helpers/mariadb.ts";
 import { needs } from "./helpers/tools.ts";
-import { Moto, motoMissing } from "./helpers/moto.ts";
+import { motoMissing } from "./helpers/moto.ts";
+import { PitrBench } from "./helpers/pitr.ts";
 
 // A missing MariaDB tool fails the file, naming its package (.ci/run installs them); moto, which Debian does not package, skips it saying how to install it.
 const missing = needs({ ...mariadbTools, "mariadb-binlog": "mariadb-client" }).skip || motoMissing();
@@ -27,11 +25,10 @@ interface Reached {
  * its own agent, and the fresh server's rows compared with what the primary committed.
  */
 describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
-  let moto: Moto;
+  const bench = new PitrBench();
   let fleet: TestFleet;
   let primary: MariaDb;
   let target: MariaDb;
-  let store: StateStore;
   let bucket: string;
   let server: string;
   let snapshot: string;
@@ -41,24 +38,8 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
   const written = async () => (await primary.query<{ File: string; Position: number }[]>("SHOW MASTER STATUS"))[0]!;
   const gtidPos = async () => (await primary.query<{ pos: string }[]>("SELECT @@gtid_binlog_pos AS pos"))[0]!.pos;
 
-  const index = async (): Promise<BinlogSegment[]> => {
-    const entries = await listObjects(fleet.clients, bucket, binlogKeys.index(server));
-    const out: BinlogSegment[] = [];
-    for (const e of entries.sort((a, b) => a.key.localeCompare(b.key))) out.push((await store.get<Envelope>(e.key))!.payload as BinlogSegment);
-    return out;
-  };
-
   /** Waits until the archive holds the primary's binary log up to where it stands now. */
-  const shipped = async (timeoutMs = 60_000): Promise<void> => {
-    const at = await written();
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const entries = await index();
-      if (entries.some((s) => s.file > at.File || (s.file === at.File && s.end >= Number(at.Position)))) return;
-      if (Date.now() > deadline) throw new Error(`the archive did not reach ${at.File}:${at.Position}; it ends at ${JSON.stringify(entries.at(-1))}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
+  const shipped = () => bench.shippedTo(server, primary);
 
   const orders = async (db: MariaDb) => (await db.query<{ id: number }[]>("SELECT id FROM app.orders ORDER BY id")).map((r) => r.id);
   const audit = async (db: MariaDb) => (await db.query<{ id: number }[]>("SELECT id FROM app.audit ORDER BY id")).map((r) => r.id);
@@ -85,27 +66,8 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
   const putBytes = (key: string, body: Buffer) => fleet.clients.s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
 
   before(async () => {
-    moto = await Moto.start();
-    fleet = await TestFleet.start({}, { s3Endpoint: moto.endpoint });
-    bucket = `b-${fleet.cluster}`;
-    store = new StateStore({ clients: fleet.clients }, { bucket });
-    const started = await Promise.allSettled([
-      MariaDb.start({ serverId: 31, name: "pitr-primary" }).then((s) => (primary = s)),
-      MariaDb.start({ serverId: 32, name: "pitr-target", controlled: true }).then((s) => (target = s)),
-    ]);
-    for (const outcome of started) if (outcome.status === "rejected") throw outcome.reason;
-    const scratch = join(fleet.dir, "db-2-scratch");
-    await mkdir(scratch, { recursive: true });
-    await Promise.all([
-      fleet.startCoordinator(),
-      fleet.startAgent("db-1", ["db"], {
-        BOSUN_HEARTBEAT_INTERVAL: "1",
-        BOSUN_DB: JSON.stringify({ socket: primary.socket, user: "root", dataDir: primary.dataDir, backup: { kind: "logical" }, shipping: { enabled: "auto", intervalMs: 500 } }),
-      }),
-      fleet.startAgent("db-2", ["db"], {
-        BOSUN_DB: JSON.stringify({ socket: target.socket, user: "root", dataDir: target.dataDir, ...target.controls, scratchDir: scratch, backup: { kind: "logical" }, shipping: { enabled: "off" } }),
-      }),
-    ]);
+    await bench.start({ name: "pitr", serverIds: [31, 32], coordinator: true, env: { BOSUN_HEARTBEAT_INTERVAL: "1" }, db1: { shipping: { enabled: "auto", intervalMs: 500 } }, db2: { shipping: { enabled: "off" } } });
+    ({ fleet, bucket, primary, target } = bench);
     await primary.query("CREATE DATABASE app; CREATE TABLE app.orders (id INT PRIMARY KEY, note VARCHAR(100)) ENGINE=InnoDB; CREATE TABLE app.audit (id INT PRIMARY KEY) ENGINE=InnoDB");
     for (let i = 1; i <= 50; i++) await primary.query("INSERT INTO app.orders VALUES (?, 'before the snapshot')", [i]);
     const backup = await fleet.bosun(["backup", "now", "--node", "db-1", "--wait", "--json", "--timeout", "300"]);
@@ -121,16 +83,11 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
     const after = await gtidPos();
     drop = { gtid: after, file: at.File, position: Number(at.Position), before };
     for (let i = 1; i <= 5; i++) await primary.query("INSERT INTO app.audit VALUES (?)", [i]);
-    const record = JSON.parse(await readFile(join(fleet.stateDir("db-1"), "db-server.json"), "utf8")) as { uuid: string; epoch: number };
-    server = `${record.uuid}-${record.epoch}`;
+    server = await bench.history("db-1");
     await shipped();
   });
 
-  after(async () => {
-    await fleet?.close();
-    await moto?.stop();
-    await Promise.allSettled([primary?.destroy(), target?.destroy()]);
-  });
+  after(() => bench.close());
 
   it("--dry-run prints the plan from the index: the snapshot, the segments from its coordinates to the target, the bytes and an estimate", async () => {
     const out = await fleet.bosun(["restore", "--node", "db-2", "--to", drop.gtid, "--dry-run", "--json"]);
@@ -201,8 +158,7 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
       const backup = await fleet.bosun(["backup", "now", "--node", "db-3", "--wait", "--json", "--timeout", "300"]);
       assert.equal(backup.code, 0, backup.stderr + backup.stdout);
       const killedSnapshot = (JSON.parse(backup.stdout) as { result: { nodes: { result: { snapshot: string } }[] } }).result.nodes[0]!.result.snapshot;
-      const history = JSON.parse(await readFile(join(fleet.stateDir("db-3"), "db-server.json"), "utf8")) as { uuid: string; epoch: number };
-      const killedServer = `${history.uuid}-${history.epoch}`;
+      const killedServer = await bench.history("db-3");
       // One client, one commit at a time: what it saw acknowledged is a prefix 1..n.
       load.done = (async () => {
         const c = await killed.connect();
@@ -228,12 +184,7 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
       await waitFor("100 commits", () => load.acked.length >= 100);
       // Every commit acknowledged by now is in the binary log up to this position: wait until the archive holds it.
       const heldBefore = load.acked.length;
-      const [at] = await killed.query<{ File: string; Position: number }[]>("SHOW MASTER STATUS");
-      await waitFor("the archive to reach the primary's position", async () => {
-        const last = (await listObjects(fleet.clients, bucket, binlogKeys.index(killedServer))).map((o) => o.key).sort().at(-1);
-        const entry = last ? ((await store.get<Envelope>(last))!.payload as BinlogSegment) : undefined;
-        return entry !== undefined && (entry.file > at!.File || (entry.file === at!.File && entry.end >= Number(at!.Position)));
-      });
+      await bench.shippedTo(killedServer, killed);
       await waitFor("more commits after that", () => load.acked.length >= heldBefore + 50);
       killed.kill();
       load.running = false;

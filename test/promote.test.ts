@@ -1,13 +1,12 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { NodeKeyDirectory, StateStore, binlogKeys, ensureTopic, listObjects, readPrimary } from "@bosun/aws";
-import type { BinlogSegment, DbPrimary, Envelope } from "@bosun/core";
-import { TestFleet } from "./helpers/fleet.ts";
+import { NodeKeyDirectory, ensureTopic, readPrimary, type StateStore } from "@bosun/aws";
+import type { DbPrimary } from "@bosun/core";
+import type { TestFleet } from "./helpers/fleet.ts";
 import { MariaDb, mariadbTools } from "./helpers/mariadb.ts";
 import { needs } from "./helpers/tools.ts";
-import { Moto, motoMissing } from "./helpers/moto.ts";
+import { motoMissing } from "./helpers/moto.ts";
+import { PitrBench } from "./helpers/pitr.ts";
 
 const missing = needs({ ...mariadbTools, "mariadb-binlog": "mariadb-client" }).skip || motoMissing();
 
@@ -17,49 +16,19 @@ const missing = needs({ ...mariadbTools, "mariadb-binlog": "mariadb-client" }).s
  * which must stop shipping, while the new primary ships under a history of its own.
  */
 describe("db role: promotion after a point-in-time restore", { skip: missing ?? false }, () => {
-  let moto: Moto;
+  const bench = new PitrBench();
   let fleet: TestFleet;
   let primary: MariaDb;
   let target: MariaDb;
   let store: StateStore;
-  let bucket: string;
-
-  const history = async (node: string) => {
-    const record = JSON.parse(await readFile(join(fleet.stateDir(node), "db-server.json"), "utf8")) as { uuid: string; epoch: number };
-    return `${record.uuid}-${record.epoch}`;
-  };
-  const lastSegment = async (server: string): Promise<BinlogSegment | undefined> => {
-    const last = (await listObjects(fleet.clients, bucket, binlogKeys.index(server))).map((o) => o.key).sort().at(-1);
-    return last ? ((await store.get<Envelope>(last))!.payload as BinlogSegment) : undefined;
-  };
-  const shippedTo = async (server: string, db: MariaDb) => {
-    const [at] = await db.query<{ File: string; Position: number }[]>("SHOW MASTER STATUS");
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const s = await lastSegment(server);
-      if (s && (s.file > at!.File || (s.file === at!.File && s.end >= Number(at!.Position)))) return;
-      if (Date.now() > deadline) throw new Error(`${server} did not reach ${at!.File}:${at!.Position}; it ends at ${JSON.stringify(s)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
+  const history = (node: string) => bench.history(node);
+  const lastSegment = (server: string) => bench.lastSegment(server);
+  const shippedTo = (server: string, db: MariaDb) => bench.shippedTo(server, db);
 
   before(async () => {
-    moto = await Moto.start();
-    fleet = await TestFleet.start({}, { s3Endpoint: moto.endpoint });
-    bucket = `b-${fleet.cluster}`;
-    store = new StateStore({ clients: fleet.clients }, { bucket });
-    const started = await Promise.allSettled([
-      MariaDb.start({ serverId: 41, name: "promote-old" }).then((s) => (primary = s)),
-      MariaDb.start({ serverId: 42, name: "promote-new", controlled: true }).then((s) => (target = s)),
-    ]);
-    for (const outcome of started) if (outcome.status === "rejected") throw outcome.reason;
-    const scratch = join(fleet.dir, "db-2-scratch");
-    await mkdir(scratch, { recursive: true });
     const shipping = { enabled: "auto", intervalMs: 300 };
-    await Promise.all([
-      fleet.startAgent("db-1", ["db"], { BOSUN_HEARTBEAT_INTERVAL: "1", BOSUN_DB: JSON.stringify({ socket: primary.socket, user: "root", dataDir: primary.dataDir, backup: { kind: "logical" }, shipping }) }),
-      fleet.startAgent("db-2", ["db"], { BOSUN_DB: JSON.stringify({ socket: target.socket, user: "root", dataDir: target.dataDir, ...target.controls, scratchDir: scratch, backup: { kind: "logical" }, shipping }) }),
-    ]);
+    await bench.start({ name: "promote", serverIds: [41, 42], env: { BOSUN_HEARTBEAT_INTERVAL: "1" }, db1: { shipping }, db2: { shipping } });
+    ({ fleet, store, primary, target } = bench);
     await primary.query("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO app.t VALUES (1), (2)");
     const backup = await fleet.bosun(["backup", "now", "--node", "db-1", "--wait", "--json", "--timeout", "300"]);
     assert.equal(backup.code, 0, backup.stderr + backup.stdout);
@@ -67,14 +36,12 @@ describe("db role: promotion after a point-in-time restore", { skip: missing ?? 
     await shippedTo(await history("db-1"), primary);
   });
 
-  after(async () => {
-    await fleet?.close();
-    await moto?.stop();
-    await Promise.allSettled([primary?.destroy(), target?.destroy()]);
-  });
+  after(() => bench.close());
 
   it("--promote makes the restored node the primary: a signed record and an event name it, it ships under a new epoch, and the old primary stops shipping", async () => {
     const oldHistory = await history("db-1");
+    const gtidPos = async (db: MariaDb) => (await db.query<{ pos: string }[]>("SELECT @@gtid_binlog_pos AS pos"))[0]!.pos;
+    const replayedTo = await gtidPos(primary);
     const since = Date.now();
     const out = await fleet.bosun(["restore", "--node", "db-2", "--to", "latest", "--promote", "--wait", "--json", "--timeout", "300"]);
     assert.equal(out.code, 0, out.stderr + out.stdout);
@@ -94,6 +61,11 @@ describe("db role: promotion after a point-in-time restore", { skip: missing ?? 
     // The new primary ships its writes under its new history.
     await target.query("INSERT INTO app.t VALUES (5)");
     await shippedTo(newHistory, target);
+    // The replayed transactions are in its binary log with their GTIDs: its own go on after them.
+    const [, , oldSeq] = replayedTo.split("-");
+    const [, server, newSeq] = (await gtidPos(target)).split("-");
+    assert.equal(server, "42");
+    assert.equal(Number(newSeq), Number(oldSeq) + 1, `the new primary's first transaction follows ${replayedTo}`);
     assert.notEqual(newHistory, oldHistory);
 
     // The old primary, still up and written to, stops shipping and says so.

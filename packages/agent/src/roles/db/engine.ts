@@ -62,8 +62,8 @@ export interface DatabaseEngine {
   restoreLogical(stream: Readable, options: { signal: AbortSignal }): Promise<void>;
   /**
    * Applies binary-log files (a primary's, as shipped) to this server: from `start` in the first
-   * file to just before `stop` in the last (to the end when absent), without writing them to this
-   * server's own binary log.
+   * file to just before `stop` in the last (to the end when absent). They go into this server's
+   * own binary log with their GTIDs, so a promoted server goes on numbering after them.
    */
   replay(files: readonly string[], options: { start: number; stop?: number; signal: AbortSignal }): Promise<void>;
   /** Replaces the data directory with an extracted, prepared physical backup; on any failure the old one is put back. */

@@ -201,7 +201,7 @@ export class MariaDbEngine implements DatabaseEngine {
         { log: this.#log, signal: options.signal },
       );
       decode.stdin.end();
-      await Promise.all([loadDump(["mariadb", `--defaults-extra-file=${auth.path}`, ...this.#connectArgs(), "--binary-mode"], decode.stdout, { log: this.#log, signal: options.signal }), decode.done]);
+      await Promise.all([loadDump(["mariadb", `--defaults-extra-file=${auth.path}`, ...this.#connectArgs(), "--binary-mode"], decode.stdout, { log: this.#log, signal: options.signal, binlog: true }), decode.done]);
     } finally {
       await auth.remove();
     }
@@ -465,9 +465,13 @@ async function tableChecksums(c: Connection): Promise<Record<string, string | nu
   return out;
 }
 
-/** Loads a dump through the mariadb client, without writing it to this server's binary log. */
-async function loadDump(client: string[], stream: Readable, options: { log: Logger; signal: AbortSignal }): Promise<void> {
-  const tool = runTool([...client, "--init-command=SET SESSION sql_log_bin=0"], { log: options.log, signal: options.signal });
+/**
+ * Feeds SQL to the mariadb client: a dump without writing it to this server's binary log; a
+ * replay (`binlog`) into it, so the replayed transactions keep their GTIDs there and a server
+ * promoted afterwards numbers its own transactions after them.
+ */
+async function loadDump(client: string[], stream: Readable, options: { log: Logger; signal: AbortSignal; binlog?: boolean }): Promise<void> {
+  const tool = runTool(options.binlog ? client : [...client, "--init-command=SET SESSION sql_log_bin=0"], { log: options.log, signal: options.signal });
   tool.stdout.resume();
   await Promise.all([pipeline(stream, tool.stdin), tool.done]);
 }
