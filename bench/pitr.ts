@@ -155,8 +155,11 @@ async function run(options: Options, cleanup: Cleanup): Promise<Report> {
   cronRunning = false;
   await cron;
   await cronSync();
+  const deadline = performance.now() + 60_000;
+  while (samples.some((s) => bosunCovers(s) === undefined) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   watching = false;
   await watcher;
+  if (samples.some((s) => bosunCovers(s) === undefined)) throw new Error("the index watcher never saw some sampled commits covered");
   const shipperPeakRssMb = round((await sampleProcess(shipper)).hwmKb / 1024);
 
   const bosunMs = samples.map((s) => bosunCovers(s)! - s.at).sort((a, b) => a - b);
