@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
-import { PolicyStatement } from "aws-cdk-lib/aws-iam";
-import { BosunStack, buildApp, nodeRoles } from "../deploy/cdk/src/index.ts";
+import { Policy, PolicyStatement } from "aws-cdk-lib/aws-iam";
+import { BosunStack, buildApp, nodeRoles, parseCombinedRoles } from "../deploy/cdk/src/index.ts";
 import { synthesiseCluster, type SynthesisedCluster } from "./helpers/iam.ts";
 
 type Resources = Record<string, { Type: string; Properties: Record<string, unknown> }>;
@@ -71,6 +71,10 @@ describe("the CDK app", () => {
       // The script's own lines are all there (the bucket line follows its first).
       assert.ok(userData.includes(JSON.stringify(bootstrap.split("\n").slice(1, 30).join("\n")).slice(1, -1)), "user-data is deploy/user-data/bootstrap.sh");
       assert.ok(userData.includes("BOSUN_BUCKET="), "the bucket is set");
+      // EC2 takes at most 16 KB of user-data, before base64; a bucket's name is at most 63 characters.
+      const parts = ((data["UserData"] as { "Fn::Base64": { "Fn::Join": [string, unknown[]] } })["Fn::Base64"]["Fn::Join"][1]);
+      const bytes = parts.reduce((n: number, part) => n + (typeof part === "string" ? Buffer.byteLength(part) : 63), 0);
+      assert.ok(bytes < 16384, `user-data is ${bytes} bytes`);
       const tags = (data["TagSpecifications"] as { ResourceType: string; Tags: { Key: string; Value: string }[] }[]).find((s) => s.ResourceType === "instance")!.Tags;
       assert.ok(tags.some((t) => t.Key === "bosun:cluster" && t.Value === "prod"));
       roles.add(tags.find((t) => t.Key === "bosun:role")!.Value);
@@ -106,12 +110,22 @@ describe("the CDK app", () => {
     assert.throws(() => app.synth(), /AwsSolutions-IAM5|[Vv]alidation/);
   });
 
-  it("turns on Object Lock in governance mode when asked, and refuses a bad cluster name", () => {
-    const stack = new BosunStack(new App(), "locked", { cluster: { clusterName: "vault", objectLockDays: 30 } });
-    Template.fromStack(stack).hasResourceProperties("AWS::S3::Bucket", {
+  it("turns on Object Lock in governance mode when asked, makes kinds of node with several roles, and refuses a bad cluster name", () => {
+    const stack = new BosunStack(new App(), "locked", { cluster: { clusterName: "vault", objectLockDays: 30, combinedRoles: parseCombinedRoles("web+balancer") } });
+    const locked = Template.fromStack(stack);
+    locked.hasResourceProperties("AWS::S3::Bucket", {
       ObjectLockEnabled: true,
       ObjectLockConfiguration: { ObjectLockEnabled: "Enabled", Rule: { DefaultRetention: { Mode: "GOVERNANCE", Days: 30 } } },
     });
+    // A web,balancer node: one launch template tagged with both roles, its role granted what each role needs.
+    locked.hasResourceProperties("AWS::EC2::LaunchTemplate", {
+      LaunchTemplateData: Match.objectLike({ TagSpecifications: Match.arrayWith([Match.objectLike({ ResourceType: "instance", Tags: Match.arrayWith([{ Key: "bosun:role", Value: "web,balancer" }]) })]) }),
+    });
+    const combined = stack.cluster.nodeKinds.find((k) => k.roles.join(",") === "web,balancer")!;
+    const policy = JSON.stringify(stack.resolve((combined.role.node.tryFindChild("DefaultPolicy") as Policy).document));
+    for (const action of ["ec2:AssociateAddress", "sns:Publish", "s3:PutObject"]) assert.ok(policy.includes(`"${action}"`), `${action} in ${policy}`);
+    assert.equal(policy.split('"sns:Publish"').length, 2, "the agent's grants once");
+    assert.throws(() => parseCombinedRoles("web+router"), /combinedRoles: "router" is not a node role/);
     assert.throws(() => new BosunStack(new App(), "bad", { cluster: { clusterName: "Prod_1" } }), /clusterName must be 1-32 of a-z, 0-9 and '-' \(got "Prod_1"\)/);
   });
 });

@@ -181,18 +181,22 @@ describe("IAM policies against the calls Bosun makes", { skip: tools.skip }, () 
       const requests = [...new Map(requestsOf(who).map((r) => [`${r.action} ${r.resource} ${JSON.stringify(r.context)}`, r])).values()];
       const statements = aws.policies[who].flatMap((doc) => doc.Statement);
       let count = 0;
+      const unused: string[] = [];
       for (const statement of statements) {
         const reduced = without(aws.policies[who], (s) => s === statement);
+        let used = false;
         for (const r of requests) {
           if ((await decide(aws, who, r, reduced)) !== "Allowed") {
-            count++;
+            used = true;
             break;
           }
         }
+        if (used) count++;
+        else unused.push([statement.Action].flat().join(","));
       }
-      needed[who] = `${count} of ${statements.length}`;
+      needed[who] = `${count} of ${statements.length} (not exercised here: ${unused.join("; ")})`;
       assert.ok(count > 0, `no statement of ${who} is needed by its recorded calls`);
     }
-    console.log(`statements the recorded calls need: ${JSON.stringify(needed)}`);
+    console.log(`statements the recorded calls need:\n${Object.entries(needed).map(([w, n]) => `  ${w}: ${n}`).join("\n")}`);
   });
 });

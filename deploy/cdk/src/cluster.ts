@@ -52,6 +52,16 @@ export interface BosunClusterProps {
   operatorPrincipal?: iam.IPrincipal;
   /** Where the dead-letter alarms notify (for example a topic with an e-mail or chat subscription). */
   alarmTopic?: sns.ITopic;
+  /** Nodes that hold several roles at once (`[["web", "balancer"]]`): a role, instance profile and launch template each, with the grants of every role it holds. */
+  combinedRoles?: NodeRole[][];
+}
+
+/** What starts one kind of node: its IAM role, instance profile and launch template (tagged bosun:role=ROLES). */
+export interface NodeKind {
+  roles: NodeRole[];
+  role: iam.Role;
+  instanceProfile: iam.InstanceProfile;
+  launchTemplate: ec2.LaunchTemplate;
 }
 
 const clusterPattern = /^[a-z0-9-]{1,32}$/;
@@ -74,6 +84,8 @@ export class BosunCluster extends Construct {
   readonly roles: Record<NodeRole, iam.Role>;
   readonly instanceProfiles: Record<NodeRole, iam.InstanceProfile>;
   readonly launchTemplates: Record<NodeRole, ec2.LaunchTemplate>;
+  /** Every kind of node, those of one role and the combined ones. */
+  readonly nodeKinds: NodeKind[];
   readonly ciRole: iam.Role;
   readonly operatorRole: iam.Role;
   readonly deadLetterAlarms: cloudwatch.CfnAlarm[];
@@ -147,36 +159,20 @@ export class BosunCluster extends Construct {
       }),
     );
 
-    // ---- IAM: a role per kind of node, CI and on-call
-    const ec2Principal = new iam.ServicePrincipal("ec2.amazonaws.com");
-    const roles = {} as Record<NodeRole, iam.Role>;
-    const profiles = {} as Record<NodeRole, iam.InstanceProfile>;
-    for (const role of nodeRoles) {
-      roles[role] = new iam.Role(this, `${title(role)}Role`, { assumedBy: ec2Principal, description: `Bosun ${role} nodes of cluster ${cluster} (bosun:role=${role})` });
-      profiles[role] = new iam.InstanceProfile(this, `${title(role)}InstanceProfile`, { role: roles[role] });
-    }
-    this.roles = roles;
-    this.instanceProfiles = profiles;
-    this.ciRole = new iam.Role(this, "CiPublisherRole", {
-      assumedBy: ciPrincipal(this, props.ci),
-      description: `Runs bosun release [--wait] for cluster ${cluster} from CI`,
-      maxSessionDuration: Duration.hours(1),
-    });
-    this.operatorRole = new iam.Role(this, "OperatorRole", {
-      assumedBy: props.operatorPrincipal ?? new iam.AccountRootPrincipal(),
-      description: `On-call engineers of cluster ${cluster}: bosun backup, restore, rollback, nodes`,
-    });
-    grantPolicies(this, { cluster, stack });
-
-    // ---- a launch template per node role
+    // ---- IAM, instance profiles and launch templates: one of each per kind of node; CI and on-call
     const userData = readFileSync(props.userDataFile ?? fileURLToPath(new URL("../../user-data/bootstrap.sh", import.meta.url)), "utf8");
     const machineImage = props.machineImage ?? ec2.MachineImage.fromSsmParameter("/aws/service/debian/release/12/latest/amd64", { os: ec2.OperatingSystemType.LINUX });
-    const templates = {} as Record<NodeRole, ec2.LaunchTemplate>;
-    for (const role of nodeRoles) {
-      templates[role] = new ec2.LaunchTemplate(this, `${title(role)}LaunchTemplate`, {
+    const kinds = [...nodeRoles.map((r) => [r]), ...(props.combinedRoles ?? [])];
+    this.nodeKinds = kinds.map((roles) => {
+      if (roles.length === 0 || new Set(roles).size !== roles.length) throw new Error(`a kind of node needs distinct roles (got ${JSON.stringify(roles)})`);
+      const name = roles.map(title).join("");
+      const tag = roles.join(",");
+      const role = new iam.Role(this, `${name}Role`, { assumedBy: new iam.ServicePrincipal("ec2.amazonaws.com"), description: `Bosun nodes of cluster ${cluster} with bosun:role=${tag}` });
+      const instanceProfile = new iam.InstanceProfile(this, `${name}InstanceProfile`, { role });
+      const launchTemplate = new ec2.LaunchTemplate(this, `${name}LaunchTemplate`, {
         instanceType: props.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T3, ec2.InstanceSize.SMALL),
         machineImage,
-        instanceProfile: profiles[role],
+        instanceProfile,
         userData: ec2.UserData.custom(withBucket(userData, this.bucket.bucketName)),
         requireImdsv2: true,
         // The bootstrap reads bosun:role and bosun:cluster from instance metadata before any credentials are at hand.
@@ -187,13 +183,26 @@ export class BosunCluster extends Construct {
         detailedMonitoring: true,
       });
       // The agent reads its roles and cluster from these tags; the template puts them on every instance it starts.
-      const cfn = templates[role].node.defaultChild as ec2.CfnLaunchTemplate;
-      cfn.addPropertyOverride("LaunchTemplateData.TagSpecifications", [
-        { ResourceType: "instance", Tags: [{ Key: "bosun:role", Value: role }, { Key: "bosun:cluster", Value: cluster }] },
+      (launchTemplate.node.defaultChild as ec2.CfnLaunchTemplate).addPropertyOverride("LaunchTemplateData.TagSpecifications", [
+        { ResourceType: "instance", Tags: [{ Key: "bosun:role", Value: tag }, { Key: "bosun:cluster", Value: cluster }] },
         { ResourceType: "volume", Tags: [{ Key: "bosun:cluster", Value: cluster }] },
       ]);
-    }
-    this.launchTemplates = templates;
+      return { roles, role, instanceProfile, launchTemplate };
+    });
+    const single = <T>(pick: (k: NodeKind) => T) => Object.fromEntries(nodeRoles.map((r, i) => [r, pick(this.nodeKinds[i]!)])) as Record<NodeRole, T>;
+    this.roles = single((k) => k.role);
+    this.instanceProfiles = single((k) => k.instanceProfile);
+    this.launchTemplates = single((k) => k.launchTemplate);
+    this.ciRole = new iam.Role(this, "CiPublisherRole", {
+      assumedBy: ciPrincipal(this, props.ci),
+      description: `Runs bosun release [--wait] for cluster ${cluster} from CI`,
+      maxSessionDuration: Duration.hours(1),
+    });
+    this.operatorRole = new iam.Role(this, "OperatorRole", {
+      assumedBy: props.operatorPrincipal ?? new iam.AccountRootPrincipal(),
+      description: `On-call engineers of cluster ${cluster}: bosun backup, restore, rollback, nodes`,
+    });
+    grantPolicies(this, { cluster, stack });
 
     // ---- dead letters reach a person
     this.deadLetterAlarms = deadLetterAlarms(this, cluster, props.alarmTopic);
@@ -234,10 +243,9 @@ function ciPrincipal(scope: Construct, ci: BosunClusterProps["ci"]): iam.IPrinci
     ? iam.OidcProviderNative.fromOidcProviderArn(scope, "GitHubOidc", providerArn)
     : new iam.OidcProviderNative(scope, "GitHubOidc", { url: "https://token.actions.githubusercontent.com", clientIds: ["sts.amazonaws.com"] });
   const subjects = [...refs.map((r) => `repo:${repository}:ref:${r}`), ...environments.map((e) => `repo:${repository}:environment:${e}`)];
+  // Exact subjects (a list is any of them): a workflow of another repository, branch or pull request cannot release.
   return new iam.OpenIdConnectPrincipal(provider, {
-    StringEquals: { "token.actions.githubusercontent.com:aud": "sts.amazonaws.com" },
-    // Exact subjects: a workflow of another repository, branch or pull request cannot release.
-    "ForAnyValue:StringEquals": { "token.actions.githubusercontent.com:sub": subjects },
+    StringEquals: { "token.actions.githubusercontent.com:aud": "sts.amazonaws.com", "token.actions.githubusercontent.com:sub": subjects },
   });
 }
 
@@ -302,9 +310,33 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
   const signingKey = (grantee: iam.Role, name: string) =>
     allow(grantee, ["ssm:GetParameter"], [stack.formatArn({ service: "ssm", resource: "parameter", resourceName: `bosun/${cluster}/signing-keys/${name}` })]);
 
-  // -- every agent (web, db, balancer)
-  for (const role of ["web", "db", "balancer"] as const) {
-    const node = c.roles[role];
+  // A kind of node gets the grants of each role it holds (the agent's once).
+  for (const { roles, role } of c.nodeKinds) {
+    if (roles.some((r) => r !== "coordinator")) agent(role);
+    if (roles.includes("db")) dbNode(role);
+    if (roles.includes("balancer")) balancerNode(role);
+    if (roles.includes("coordinator")) coordinatorNode(role);
+  }
+
+  // -- people and CI: the bus, and watch queues for --wait
+  for (const who of [c.ciRole, c.operatorRole]) {
+    useBus(who);
+    ownQueues(who, "watch", "A --wait makes a watch queue of a random name and removes it when it ends.");
+    allow(who, ["s3:GetObject"], objects("state/fleet.json", "state/nodes/*", "state/results/*"), {
+      why: "The fleet (who to wait for), the keys nodes registered (to believe their events) and their results, named by node and command.",
+    });
+    allow(who, ["s3:GetObject"], objects("dist/trust.json"));
+  }
+  // CI: the desired release of each app, read and written (conditionally) by `bosun release`.
+  allow(c.ciRole, ["s3:GetObject", "s3:PutObject"], objects("state/releases/*"), { why: "One desired-release record per app, named by the app." });
+  listBucket(c.ciRole, ["state/*"]);
+  // On call: state/ (rollback writes the desired release; restore plans), backups read and listed, never deleted.
+  allow(c.operatorRole, ["s3:GetObject", "s3:PutObject"], objects("state/*"), { why: "Rollback writes a desired release, restore plans; all signed records under state/ an on-call key may write." });
+  allow(c.operatorRole, ["s3:GetObject"], objects("backups/*"), { why: "bosun backup list, show and verify read manifests and check every object's SHA-256." });
+  listBucket(c.operatorRole);
+
+  /** Every agent (web, db, balancer): the bus, its queues, state records, its own keys and results. */
+  function agent(node: iam.Role): void {
     useBus(node);
     ownQueues(node, "node", "Each agent creates its own queue and DLQ at start, named by its instance id, unknown until the instance runs.");
     allow(node, ["s3:GetObject"], objects("state/*"), {
@@ -323,70 +355,56 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
     allow(node, ["ec2:DescribeTags"], ["*"], { why: noResourceScope });
   }
 
-  // -- db: backups, binary logs, the backup lease, EBS snapshots of its data volume
-  const db = c.roles.db;
-  allow(db, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], objects("backups/*"), {
-    why: "Snapshots, binary-log segments and manifests are named by snapshot id and server, made at run time.",
-  });
-  allow(db, ["s3:ListBucketMultipartUploads"], [bucket.bucketArn]);
-  // The lease that keeps two backups of one cluster from running at once (taken, renewed, given back).
-  allow(db, ["s3:PutObject", "s3:DeleteObject"], objects("state/leases/backup.json"));
-  const ebs = "EBS snapshots and their volumes are made at run time; creating one needs the cluster's tag, deleting one needs it present.";
-  allow(db, ["ec2:CreateSnapshot"], [ec2Arn("volume")], { why: ebs });
-  allow(db, ["ec2:CreateSnapshot", "ec2:CreateTags"], [ec2Arn("snapshot")], { conditions: { StringEquals: { "aws:RequestTag/bosun:cluster": cluster } }, why: ebs });
-  allow(db, ["ec2:DeleteSnapshot"], [ec2Arn("snapshot")], { conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } }, why: ebs });
-  allow(db, ["ec2:DescribeSnapshots"], ["*"], { why: noResourceScope });
+  /** db: backups, binary logs, the backup lease, EBS snapshots of its data volume. */
+  function dbNode(db: iam.Role): void {
+    allow(db, ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], objects("backups/*"), {
+      why: "Snapshots, binary-log segments and manifests are named by snapshot id and server, made at run time.",
+    });
+    allow(db, ["s3:ListBucketMultipartUploads"], [bucket.bucketArn]);
+    // The lease that keeps two backups of one cluster from running at once (taken, renewed, given back).
+    allow(db, ["s3:PutObject", "s3:DeleteObject"], objects("state/leases/backup.json"));
+    const ebs = "EBS snapshots and their volumes are made at run time; creating one needs the cluster's tag, deleting one needs it present.";
+    allow(db, ["ec2:CreateSnapshot"], [ec2Arn("volume")], { why: ebs });
+    allow(db, ["ec2:CreateSnapshot", "ec2:CreateTags"], [ec2Arn("snapshot")], { conditions: { StringEquals: { "aws:RequestTag/bosun:cluster": cluster } }, why: ebs });
+    allow(db, ["ec2:DeleteSnapshot"], [ec2Arn("snapshot")], { conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } }, why: ebs });
+    allow(db, ["ec2:DescribeSnapshots"], ["*"], { why: noResourceScope });
+  }
 
-  // -- balancer: its queue of web nodes' comings and goings, the instances behind it, the Elastic IP
-  const balancer = c.roles.balancer;
-  ownQueues(balancer, "lb", "A balancer's queue of node-up and node-down events is named by its instance id, made at start.");
-  allow(balancer, ["ec2:DescribeInstances", "ec2:DescribeAddresses"], ["*"], { why: noResourceScope });
-  // Only balancers move the cluster's Elastic IP, and only between instances of this cluster.
-  allow(balancer, ["ec2:AssociateAddress", "ec2:DisassociateAddress"], [ec2Arn("elastic-ip"), ec2Arn("instance")], {
-    conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } },
-    why: "Elastic IPs and instances are chosen at run time; the condition limits both to those tagged with this cluster.",
-  });
-
-  // -- coordinator
-  const coordinator = c.roles.coordinator;
-  useBus(coordinator);
-  c.coordinatorQueue.grantConsumeMessages(coordinator);
-  c.coordinatorDeadLetterQueue.grantSendMessages(coordinator);
-  // It brings its queues to its settings at start and re-applies its subscription's filter.
-  allow(coordinator, ["sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue"], [c.coordinatorQueue.queueArn, c.coordinatorDeadLetterQueue.queueArn]);
-  allow(coordinator, ["sns:Subscribe"], [topicArn], { conditions: { StringEquals: { "sns:Protocol": "sqs", "sns:Endpoint": c.coordinatorQueue.queueArn } } });
-  // Queues left behind (watch queues of killed CLIs, gone nodes'): listed by prefix, read for tags, removed.
-  allow(coordinator, ["sqs:ListQueues"], ["*"], { why: noResourceScope });
-  for (const kind of ["watch", "node", "lb"]) {
-    allow(coordinator, ["sqs:ListQueueTags", "sqs:GetQueueAttributes", "sqs:DeleteQueue"], [queueArn(`bosun-${cluster}-${kind}-*`)], {
-      why: "Queues of CLIs and nodes that are gone, named at run time; the coordinator removes them after their expiry or grace period.",
+  /** balancer: its queue of web nodes' comings and goings, the instances behind it, the Elastic IP. */
+  function balancerNode(balancer: iam.Role): void {
+    ownQueues(balancer, "lb", "A balancer's queue of node-up and node-down events is named by its instance id, made at start.");
+    allow(balancer, ["ec2:DescribeInstances", "ec2:DescribeAddresses"], ["*"], { why: noResourceScope });
+    // Only balancers move the cluster's Elastic IP, and only between instances of this cluster.
+    allow(balancer, ["ec2:AssociateAddress", "ec2:DisassociateAddress"], [ec2Arn("elastic-ip"), ec2Arn("instance")], {
+      conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } },
+      why: "Elastic IPs and instances are chosen at run time; the condition limits both to those tagged with this cluster.",
     });
   }
-  allow(coordinator, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], objects("state/*"), {
-    why: "The coordinator keeps the fleet snapshot, its lease and schedules, and removes records of nodes that are gone, all under state/.",
-  });
-  allow(coordinator, ["s3:GetObject"], objects("backups/*"), { why: "Retention and drill schedules read the backups' manifests." });
-  listBucket(coordinator);
-  distribution(coordinator);
-  signingKey(coordinator, "coordinator");
-  allow(coordinator, ["ec2:DescribeTags"], ["*"], { why: noResourceScope });
 
-  // -- people and CI: the bus, and watch queues for --wait
-  for (const who of [c.ciRole, c.operatorRole]) {
-    useBus(who);
-    ownQueues(who, "watch", "A --wait makes a watch queue of a random name and removes it when it ends.");
-    allow(who, ["s3:GetObject"], objects("state/fleet.json", "state/nodes/*", "state/results/*"), {
-      why: "The fleet (who to wait for), the keys nodes registered (to believe their events) and their results, named by node and command.",
+  /** The coordinator: its queues, the fleet's records, schedules, sweeping what gone nodes and CLIs left. */
+  function coordinatorNode(coordinator: iam.Role): void {
+    useBus(coordinator);
+    c.coordinatorQueue.grantConsumeMessages(coordinator);
+    c.coordinatorDeadLetterQueue.grantSendMessages(coordinator);
+    // It brings its queues to its settings at start and re-applies its subscription's filter.
+    allow(coordinator, ["sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue"], [c.coordinatorQueue.queueArn, c.coordinatorDeadLetterQueue.queueArn]);
+    allow(coordinator, ["sns:Subscribe"], [topicArn], { conditions: { StringEquals: { "sns:Protocol": "sqs", "sns:Endpoint": c.coordinatorQueue.queueArn } } });
+    // Queues left behind (watch queues of killed CLIs, gone nodes'): listed by prefix, read for tags, removed.
+    allow(coordinator, ["sqs:ListQueues"], ["*"], { why: noResourceScope });
+    for (const kind of ["watch", "node", "lb"]) {
+      allow(coordinator, ["sqs:ListQueueTags", "sqs:GetQueueAttributes", "sqs:DeleteQueue"], [queueArn(`bosun-${cluster}-${kind}-*`)], {
+        why: "Queues of CLIs and nodes that are gone, named at run time; the coordinator removes them after their expiry or grace period.",
+      });
+    }
+    allow(coordinator, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"], objects("state/*"), {
+      why: "The coordinator keeps the fleet snapshot, its lease and schedules, and removes records of nodes that are gone, all under state/.",
     });
-    allow(who, ["s3:GetObject"], objects("dist/trust.json"));
+    allow(coordinator, ["s3:GetObject"], objects("backups/*"), { why: "Retention and drill schedules read the backups' manifests." });
+    listBucket(coordinator);
+    distribution(coordinator);
+    signingKey(coordinator, "coordinator");
+    allow(coordinator, ["ec2:DescribeTags"], ["*"], { why: noResourceScope });
   }
-  // CI: the desired release of each app, read and written (conditionally) by `bosun release`.
-  allow(c.ciRole, ["s3:GetObject", "s3:PutObject"], objects("state/releases/*"), { why: "One desired-release record per app, named by the app." });
-  listBucket(c.ciRole, ["state/*"]);
-  // On call: state/ (rollback writes the desired release; restore plans), backups read and listed, never deleted.
-  allow(c.operatorRole, ["s3:GetObject", "s3:PutObject"], objects("state/*"), { why: "Rollback writes a desired release, restore plans; all signed records under state/ an on-call key may write." });
-  allow(c.operatorRole, ["s3:GetObject"], objects("backups/*"), { why: "bosun backup list, show and verify read manifests and check every object's SHA-256." });
-  listBucket(c.operatorRole);
 }
 
 /**

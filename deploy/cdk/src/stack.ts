@@ -1,6 +1,6 @@
 import { CfnOutput, Stack, type StackProps } from "aws-cdk-lib";
 import type { Construct } from "constructs";
-import { BosunCluster, nodeRoles, type BosunClusterProps } from "./cluster.ts";
+import { BosunCluster, type BosunClusterProps } from "./cluster.ts";
 
 /**
  * A stack holding one cluster, with the outputs a node, CI and an on-call engineer need: the
@@ -22,10 +22,11 @@ export class BosunStack extends Stack {
     out("CoordinatorDeadLetterQueueUrl", cluster.coordinatorDeadLetterQueue.queueUrl, "Events the coordinator refused");
     out("CiRoleArn", cluster.ciRole.roleArn, "The role CI assumes to run bosun release --wait");
     out("OperatorRoleArn", cluster.operatorRole.roleArn, "The role on-call engineers assume");
-    for (const role of nodeRoles) {
-      const name = role[0]!.toUpperCase() + role.slice(1);
-      out(`${name}LaunchTemplateId`, cluster.launchTemplates[role].launchTemplateId!, `Launch template for ${role} instances (tags bosun:role=${role})`);
-      out(`${name}InstanceProfileName`, cluster.instanceProfiles[role].instanceProfileName, `Instance profile of ${role} nodes`);
+    for (const kind of cluster.nodeKinds) {
+      const name = kind.roles.map((r) => r[0]!.toUpperCase() + r.slice(1)).join("");
+      const tag = kind.roles.join(",");
+      out(`${name}LaunchTemplateId`, kind.launchTemplate.launchTemplateId!, `Launch template for ${tag} nodes (tags bosun:role=${tag})`);
+      out(`${name}InstanceProfileName`, kind.instanceProfile.instanceProfileName, `Instance profile of ${tag} nodes`);
     }
   }
 }
