@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { App } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import { Policy, PolicyStatement } from "aws-cdk-lib/aws-iam";
-import { BosunStack, buildApp, nodeRoles, parseCombinedRoles } from "../deploy/cdk/src/index.ts";
+import { BosunStack, buildApp, nodeRoles, optionsFromContext, parseCombinedRoles } from "../deploy/cdk/src/index.ts";
 import { synthesiseCluster, type SynthesisedCluster } from "./helpers/iam.ts";
 
 type Resources = Record<string, { Type: string; Properties: Record<string, unknown> }>;
@@ -127,5 +127,12 @@ describe("the CDK app", () => {
     assert.equal(policy.split('"sns:Publish"').length, 2, "the agent's grants once");
     assert.throws(() => parseCombinedRoles("web+router"), /combinedRoles: "router" is not a node role/);
     assert.throws(() => new BosunStack(new App(), "bad", { cluster: { clusterName: "Prod_1" } }), /clusterName must be 1-32 of a-z, 0-9 and '-' \(got "Prod_1"\)/);
+    // The app's context, checked before anything is built.
+    const context = (values: Record<string, string>) => () => optionsFromContext((key) => values[key]);
+    assert.throws(context({}), /Set the cluster's name with -c cluster=NAME/);
+    assert.throws(context({ cluster: "Prod_1" }), /cluster must be 1-32 of a-z, 0-9 and '-' \(got "Prod_1"\)/);
+    assert.throws(context({ cluster: "prod", objectLockDays: "ten" }), /objectLockDays must be a whole number of days from 1 \(got "ten"\)/);
+    assert.throws(context({ cluster: "prod", githubRepository: "shop" }), /githubRepository must be OWNER\/NAME \(got "shop"\)/);
+    assert.deepEqual(context({ cluster: "prod", combinedRoles: "web+balancer", objectLockDays: "30" })(), { cluster: "prod", objectLockDays: 30, combinedRoles: [["web", "balancer"]] });
   });
 });

@@ -1,25 +1,16 @@
 // The CDK app: `npx cdk synth -c cluster=prod` (deploy/cdk/cdk.json runs this file).
 import { App } from "aws-cdk-lib";
-import { buildApp, parseCombinedRoles } from "../src/app.ts";
+import { buildApp, optionsFromContext, type AppOptions } from "../src/app.ts";
 
 const app = new App();
-const text = (key: string): string | undefined => {
-  const value: unknown = app.node.tryGetContext(key);
-  return value === undefined ? undefined : String(value);
-};
-const cluster = text("cluster");
-if (!cluster) {
-  process.stderr.write("Set the cluster's name: cdk synth -c cluster=prod\n");
+// The account and region of the credentials cdk runs with; none when synthesising without any.
+const region = process.env["CDK_DEFAULT_REGION"];
+let options: AppOptions;
+try {
+  options = optionsFromContext((key) => app.node.tryGetContext(key), region ? { account: process.env["CDK_DEFAULT_ACCOUNT"], region } : undefined);
+} catch (error) {
+  process.stderr.write(`${(error as Error).message}\n`);
   process.exit(2);
 }
-const lockDays = text("objectLockDays");
-buildApp({
-  cluster,
-  ...(text("githubRepository") ? { githubRepository: text("githubRepository")! } : {}),
-  ...(text("githubOidcProviderArn") ? { githubOidcProviderArn: text("githubOidcProviderArn")! } : {}),
-  ...(lockDays ? { objectLockDays: Number(lockDays) } : {}),
-  ...(text("combinedRoles") ? { combinedRoles: parseCombinedRoles(text("combinedRoles")!) } : {}),
-  // The account and region of the credentials cdk runs with; none when synthesising without any.
-  ...(process.env["CDK_DEFAULT_REGION"] ? { env: { account: process.env["CDK_DEFAULT_ACCOUNT"], region: process.env["CDK_DEFAULT_REGION"] } } : {}),
-}, app);
+buildApp(options, app);
 app.synth();

@@ -40,3 +40,31 @@ export function parseCombinedRoles(text: string): NodeRole[][] {
     }),
   );
 }
+
+/**
+ * The app's options from CDK context (`-c key=value`), checked once: a bad value stops the
+ * synthesis with a message naming the key and the value received.
+ */
+export function optionsFromContext(get: (key: string) => unknown, env?: Environment): AppOptions {
+  const text = (key: string): string | undefined => {
+    const value = get(key);
+    return value === undefined || value === "" ? undefined : String(value);
+  };
+  const cluster = text("cluster");
+  if (!cluster) throw new Error("Set the cluster's name with -c cluster=NAME (1-32 of a-z, 0-9 and '-')");
+  if (!/^[a-z0-9-]{1,32}$/.test(cluster)) throw new Error(`cluster must be 1-32 of a-z, 0-9 and '-' (got "${cluster}")`);
+  const repository = text("githubRepository");
+  if (repository && !/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/.test(repository)) throw new Error(`githubRepository must be OWNER/NAME (got "${repository}")`);
+  const lock = text("objectLockDays");
+  if (lock && !/^[1-9][0-9]{0,4}$/.test(lock)) throw new Error(`objectLockDays must be a whole number of days from 1 (got "${lock}")`);
+  const provider = text("githubOidcProviderArn");
+  const combined = text("combinedRoles");
+  return {
+    cluster,
+    ...(repository ? { githubRepository: repository } : {}),
+    ...(provider ? { githubOidcProviderArn: provider } : {}),
+    ...(lock ? { objectLockDays: Number(lock) } : {}),
+    ...(combined ? { combinedRoles: parseCombinedRoles(combined) } : {}),
+    ...(env ? { env } : {}),
+  };
+}
