@@ -24,12 +24,12 @@ export function createAwsClients(explicit?: ExplicitAws): AwsClients {
   const base = explicit ? { endpoint: explicit.endpoint, region: explicit.region, credentials: { accessKeyId: "test", secretAccessKey: "test" } } : {};
   // Read once: when unset, no middleware is added and calls cost nothing extra.
   const log = env["BOSUN_AWS_CALL_LOG"] || undefined;
-  const record = <C extends Recordable>(client: C): C => (log ? recordCalls(client, log) : client);
+  const record = <C extends Recordable>(service: string, client: C): C => (log ? recordCalls(client, service, log) : client);
   return {
-    sqs: record(new SQSClient({ ...base, useQueueUrlAsEndpoint: !local("SQS") })),
-    sns: record(new SNSClient(base)),
-    s3: record(new S3Client({ ...base, ...(explicit?.s3Endpoint ? { endpoint: explicit.s3Endpoint } : {}), forcePathStyle: local("S3") })),
-    ec2: lazy(async () => record(new (await import("@aws-sdk/client-ec2")).EC2Client(base))),
+    sqs: record("sqs", new SQSClient({ ...base, useQueueUrlAsEndpoint: !local("SQS") })),
+    sns: record("sns", new SNSClient(base)),
+    s3: record("s3", new S3Client({ ...base, ...(explicit?.s3Endpoint ? { endpoint: explicit.s3Endpoint } : {}), forcePathStyle: local("S3") })),
+    ec2: lazy(async () => record("ec2", new (await import("@aws-sdk/client-ec2")).EC2Client(base))),
   };
 }
 
@@ -61,8 +61,7 @@ interface Recordable {
  * and resource, so the IAM policies can be checked against what the code really does.
  * Each line is one append(2) of a whole line, so processes may share a file.
  */
-function recordCalls<C extends Recordable>(client: C, path: string): C {
-  const service = client.constructor.name.replace(/Client$/, "").toLowerCase();
+function recordCalls<C extends Recordable>(client: C, service: string, path: string): C {
   const middleware =
     (next: (args: { input: Record<string, unknown> }) => Promise<unknown>, context: { commandName?: string }) =>
     async (args: { input: Record<string, unknown> }) => {
@@ -70,6 +69,7 @@ function recordCalls<C extends Recordable>(client: C, path: string): C {
       for (const field of resourceFields) if (args.input[field] !== undefined) params[field] = args.input[field];
       if (Array.isArray((args.input["Delete"] as { Objects?: unknown } | undefined)?.Objects)) params["Keys"] = (args.input["Delete"] as { Objects: { Key?: string }[] }).Objects.map((o) => o.Key);
       const line = (error?: string): void => {
+        // The command's name as the SDK gives it in the context (a class name would not survive minification).
         const call: RecordedCall = { service, operation: (context.commandName ?? "").replace(/Command$/, ""), params, ...(error ? { error } : {}), pid: process.pid };
         appendFileSync(path, `${JSON.stringify(call)}\n`);
       };
