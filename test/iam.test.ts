@@ -169,6 +169,21 @@ describe("IAM policies against the calls Bosun makes", { skip: tools.skip }, () 
     assert.equal(await decide(aws, "balancer", request("balancer", "ec2:AssociateAddress", elasticIp(), { "aws:ResourceTag/bosun:cluster": "other" })), "ImplicitlyDenied");
   });
 
+  it("lets db nodes snapshot volumes only under the cluster's tag, and delete only the cluster's snapshots", async () => {
+    const volume = `arn:aws:ec2:${aws.region}:${aws.account}:volume/vol-0123456789abcdef0`;
+    // A snapshot's ARN names no account.
+    const snapshot = `arn:aws:ec2:${aws.region}::snapshot/snap-0123456789abcdef0`;
+    const tagged = { "aws:RequestTag/bosun:cluster": aws.cluster };
+    assert.equal(await decide(aws, "db", request("db", "ec2:CreateSnapshot", volume)), "Allowed");
+    assert.equal(await decide(aws, "db", request("db", "ec2:CreateSnapshot", snapshot, tagged)), "Allowed");
+    assert.equal(await decide(aws, "db", request("db", "ec2:CreateSnapshot", snapshot, { "aws:RequestTag/bosun:cluster": "other" })), "ImplicitlyDenied");
+    assert.equal(await decide(aws, "db", request("db", "ec2:DeleteSnapshot", snapshot, { "aws:ResourceTag/bosun:cluster": aws.cluster })), "Allowed");
+    assert.equal(await decide(aws, "db", request("db", "ec2:DeleteSnapshot", snapshot, { "aws:ResourceTag/bosun:cluster": "other" })), "ImplicitlyDenied");
+    for (const who of ["web", "balancer", "coordinator", "ci", "operator"] as const) {
+      assert.equal(await decide(aws, who, request(who, "ec2:DeleteSnapshot", snapshot, { "aws:ResourceTag/bosun:cluster": aws.cluster })), "ImplicitlyDenied", who);
+    }
+  });
+
   it("would fail if a grant the code needs were removed", async () => {
     // The case that reached main before: CI reads and writes state/releases/* in every `bosun release`.
     const releases = (s: { Resource: string | string[] }) => [s.Resource].flat().some((r) => r.endsWith("/state/releases/*"));

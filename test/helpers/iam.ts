@@ -149,7 +149,8 @@ export function iamRequests(call: RecordedCall, from: RecordedPlace, to: Synthes
   };
   // Keys under state/nodes/ name the node's instance ARN, with the emulator's account and region.
   const object = (key = str("Key")) => `${bucketArn()}/${key!.replace(/arn:aws:ec2:[^:]*:[0-9]*:/, `arn:aws:ec2:${to.region}:${to.account}:`)}`;
-  const ec2 = (type: string, id: string) => `arn:aws:ec2:${to.region}:${to.account}:${type}/${id}`;
+  // Snapshot ARNs name no account.
+  const ec2 = (type: string, id: string) => `arn:aws:ec2:${to.region}:${type === "snapshot" ? "" : to.account}:${type}/${id}`;
   const one = (action: string, resource: string, context: Record<string, string | string[]> = {}): IamRequest[] => [{ action, resource, context }];
 
   switch (`${call.service}:${call.operation}`) {
@@ -186,8 +187,13 @@ export function iamRequests(call: RecordedCall, from: RecordedPlace, to: Synthes
     case "sns:Unsubscribe":
       // The service authorisation reference gives the topic as the resource of these (the subscription's ARN less its id).
       return one(`sns:${call.operation}`, arnOf(str("SubscriptionArn")!).replace(/:[^:]+$/, ""));
-    case "sqs:CreateQueue":
-      return one("sqs:CreateQueue", queueArn(str("QueueName")!));
+    case "sqs:CreateQueue": {
+      // Tags given at creation need sqs:TagQueue as well (SQS's documentation on tagging at creation).
+      const tags = (p["tags"] ?? {}) as Record<string, string>;
+      const requestTags = Object.fromEntries(Object.entries(tags).map(([k, v]) => [`aws:RequestTag/${k}`, k === "bosun:cluster" ? to.cluster : v]));
+      const created = one("sqs:CreateQueue", queueArn(str("QueueName")!), requestTags);
+      return Object.keys(tags).length > 0 ? [...created, { action: "sqs:TagQueue", resource: created[0]!.resource, context: requestTags }] : created;
+    }
     case "sqs:ListQueues":
       return one("sqs:ListQueues", "*");
     case "sqs:GetQueueAttributes":
@@ -209,11 +215,16 @@ export function iamRequests(call: RecordedCall, from: RecordedPlace, to: Synthes
     case "ec2:DescribeSnapshots":
     case "ec2:DescribeAddresses":
       return one(`ec2:${call.operation}`, "*");
-    case "ec2:CreateSnapshot":
+    case "ec2:CreateSnapshot": {
+      // Tags the snapshot is created with, as the request carries them; CreateTags is needed for them too.
+      const specs = (p["TagSpecifications"] ?? []) as { Tags?: { Key?: string; Value?: string }[] }[];
+      const tags = Object.fromEntries(specs.flatMap((t) => t.Tags ?? []).map((t) => [`aws:RequestTag/${t.Key}`, t.Key === "bosun:cluster" ? to.cluster : (t.Value ?? "")]));
       return [
         { action: "ec2:CreateSnapshot", resource: ec2("volume", str("VolumeId")!), context: {} },
-        { action: "ec2:CreateSnapshot", resource: ec2("snapshot", "*"), context: { "aws:RequestTag/bosun:cluster": to.cluster } },
+        { action: "ec2:CreateSnapshot", resource: ec2("snapshot", "*"), context: tags },
+        ...(specs.length > 0 ? [{ action: "ec2:CreateTags", resource: ec2("snapshot", "*"), context: { ...tags, "ec2:CreateAction": "CreateSnapshot" } }] : []),
       ];
+    }
     case "ec2:DeleteSnapshot":
       // Snapshots Bosun makes carry the cluster's tag (packages/agent/src/roles/db/ebs.ts).
       return one("ec2:DeleteSnapshot", ec2("snapshot", str("SnapshotId")!), { "aws:ResourceTag/bosun:cluster": to.cluster });

@@ -257,7 +257,8 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
   const bucket = c.bucket;
   const topicArn = c.topic.topicArn;
   const queueArn = (name: string) => stack.formatArn({ service: "sqs", resource: name, arnFormat: ArnFormat.NO_RESOURCE_NAME });
-  const ec2Arn = (type: string) => stack.formatArn({ service: "ec2", resource: type, resourceName: "*" });
+  // Snapshot ARNs name no account (arn:aws:ec2:REGION::snapshot/ID); volumes, instances and Elastic IPs do.
+  const ec2Arn = (type: string) => stack.formatArn({ service: "ec2", resource: type, resourceName: "*", ...(type === "snapshot" ? { account: "" } : {}) });
   const subscriptionsArn = `${topicArn}:*`;
   const objects = (...prefixes: string[]) => prefixes.map((p) => bucket.arnForObjects(p));
   /**

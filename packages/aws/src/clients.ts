@@ -46,10 +46,13 @@ export interface RecordedCall {
   pid: number;
 }
 
-/** Input fields that say which resource a call acts on and the condition keys IAM sees; never bodies or message text. */
+/**
+ * Input fields that say which resource a call acts on and the condition keys IAM sees (tags a
+ * call sets need a tagging permission too); never bodies or message text.
+ */
 const resourceFields = [
   "Bucket", "Key", "Prefix", "CopySource", "QueueUrl", "QueueName", "QueueNamePrefix", "TopicArn", "Name", "SubscriptionArn", "Protocol", "Endpoint",
-  "AllocationId", "PublicIp", "InstanceId", "InstanceIds", "VolumeId", "SnapshotId", "Filters", "Resources",
+  "AllocationId", "PublicIp", "InstanceId", "InstanceIds", "VolumeId", "SnapshotId", "Filters", "Resources", "tags", "Tags", "TagSpecifications",
 ] as const;
 
 interface Recordable {
