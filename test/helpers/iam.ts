@@ -225,6 +225,15 @@ export function iamRequests(call: RecordedCall, from: RecordedPlace, to: Synthes
         ...(specs.length > 0 ? [{ action: "ec2:CreateTags", resource: ec2("snapshot", "*"), context: { ...tags, "ec2:CreateAction": "CreateSnapshot" } }] : []),
       ];
     }
+    case "ec2:AssociateAddress":
+    case "ec2:DisassociateAddress": {
+      // The cluster's Elastic IP and instances carry its tag (the launch templates tag instances; the operator tags the address).
+      const tagged = { "aws:ResourceTag/bosun:cluster": to.cluster };
+      const address = str("AllocationId") ? [{ action: `ec2:${call.operation}`, resource: ec2("elastic-ip", str("AllocationId")!), context: tagged }] : [];
+      const instance = str("InstanceId") ? [{ action: `ec2:${call.operation}`, resource: ec2("instance", str("InstanceId")!), context: tagged }] : [];
+      // DisassociateAddress names an association, not the address: check it against any of the cluster's addresses.
+      return address.length + instance.length > 0 ? [...address, ...instance] : [{ action: `ec2:${call.operation}`, resource: ec2("elastic-ip", "*"), context: tagged }];
+    }
     case "ec2:DeleteSnapshot":
       // Snapshots Bosun makes carry the cluster's tag (packages/agent/src/roles/db/ebs.ts).
       return one("ec2:DeleteSnapshot", ec2("snapshot", str("SnapshotId")!), { "aws:ResourceTag/bosun:cluster": to.cluster });
