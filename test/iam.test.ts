@@ -143,6 +143,7 @@ describe("IAM policies against the calls Bosun makes", { skip: tools.skip }, () 
       [["web", "db", "balancer"], "sqs:SendMessage", queue("node-i-0someoneelse")],
       [["web", "db", "balancer"], "s3:PutObject", object("state/fleet.json")],
       [["web", "db", "balancer"], "s3:PutObject", object("state/releases/demo.json")],
+      [["web", "balancer", "ci"], "s3:PutObject", object("state/db/primary.json")],
       [["web", "balancer"], "s3:PutObject", object("backups/snapshots/x/data.sql.gz")],
       [["web", "balancer", "coordinator", "ci", "operator"], "s3:PutObject", object("backups/snapshots/x/manifest.json")],
       [["web", "db", "balancer"], "ssm:GetParameter", `arn:aws:ssm:${aws.region}:${aws.account}:parameter/bosun/${aws.cluster}/signing-keys/coordinator`],

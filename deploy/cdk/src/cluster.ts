@@ -364,6 +364,8 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
     allow(db, ["s3:ListBucketMultipartUploads"], [bucket.bucketArn]);
     // The lease that keeps two backups of one cluster from running at once (taken, renewed, given back).
     allow(db, ["s3:PutObject", "s3:DeleteObject"], objects("state/leases/backup.json"));
+    // A promotion names the new primary (signed by that node; every db node reads it to know whether it may ship).
+    allow(db, ["s3:PutObject"], objects("state/db/primary.json"));
     const ebs = "EBS snapshots and their volumes are made at run time; creating one needs the cluster's tag, deleting one needs it present.";
     allow(db, ["ec2:CreateSnapshot"], [ec2Arn("volume")], { why: ebs });
     allow(db, ["ec2:CreateSnapshot", "ec2:CreateTags"], [ec2Arn("snapshot")], { conditions: { StringEquals: { "aws:RequestTag/bosun:cluster": cluster } }, why: ebs });
