@@ -165,9 +165,10 @@ async function streamSnapshot(services: RoleServices, engine: DatabaseEngine, db
   } catch (error) {
     // Whether the compressor or the snapshot tool had failed on its own (killed, the database went away) before the upload
     // stopped: that says more than the broken pipe it left. A tool's exit can come a moment after the pipe broke.
+    // A compressor killed by SIGPIPE only saw its output go away (the upload failed first): that is not news.
     const failure = (done: Promise<void>, ms: number) =>
-      Promise.race([done.then(() => undefined, (e: unknown) => e), new Promise<undefined>((resolve) => setTimeout(resolve, ms, undefined))]);
-    const toolFailure = (await failure(compressing.done, 500)) ?? (await failure(run.done, 0));
+      Promise.race([done.then(() => undefined, (e: unknown) => (/SIGPIPE/.test(errorMessage(e)) ? undefined : e)), new Promise<undefined>((resolve) => setTimeout(resolve, ms, undefined))]);
+    const toolFailure = (await failure(run.done, 0)) ?? (await failure(compressing.done, 500));
     local.abort();
     await run.done.catch(() => undefined);
     throw toolFailure ?? error;

@@ -13,6 +13,7 @@ import { restoreSnapshot } from "./restore.ts";
 import { BinlogShipper } from "./shipper.ts";
 import { ReplicationWatch } from "./health.ts";
 import { notPrimary, promote } from "./primary.ts";
+import { ZeroLossAcker } from "./zero-loss.ts";
 
 /** A handler's expected failure (a tool, S3, a refused snapshot) as a failed outcome with its code. */
 async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
@@ -67,7 +68,9 @@ export function dbRole(services: RoleServices): Role {
   if (!db) throw new Error("the db role needs db settings (the config's db section, or BOSUN_DB)");
   const engine = new MariaDbEngine({ logger: services.logger.child({ role: "db" }) }, { db, stateDir: services.settings.stateDir });
   const log = services.logger.child({ role: "db" });
-  const shipper = new BinlogShipper({ services, engine, fence: () => notPrimary(services) }, db.shipping);
+  let acker: ZeroLossAcker | undefined;
+  const shipper = new BinlogShipper({ services, engine, fence: () => notPrimary(services), synced: () => acker?.synced }, db.shipping);
+  if (db.shipping.zeroLoss.enabled && db.shipping.enabled !== "off") acker = new ZeroLossAcker({ services, server: engine, archive: shipper }, db.shipping.zeroLoss);
   const watch = new ReplicationWatch({ services, engine }, db.health);
   return {
     name: "db",
@@ -79,9 +82,12 @@ export function dbRole(services: RoleServices): Role {
       await releaseStaleLease(services).catch((error: unknown) => log.warn({ err: error }, "could not look at the backup lease"));
       // After the recovery above: a restore undone must not race the shipper for the server's binary log.
       shipper.start();
+      acker?.start();
       watch.start();
     },
     close: async () => {
+      // The acknowledgements stop first: the server then stops waiting on this agent after its timeout.
+      await acker?.close();
       await Promise.all([shipper.close(), watch.close()]);
     },
     async report(): Promise<DbReport> {

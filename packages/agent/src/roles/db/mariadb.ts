@@ -79,6 +79,35 @@ export class MariaDbEngine implements DatabaseEngine {
     });
   }
 
+  /** Zero-loss mode: commits wait (after the binary log is synced) for a semi-synchronous replica's acknowledgement, for up to `timeoutMs`. */
+  async enableSemiSync(timeoutMs: number): Promise<void> {
+    await this.#with(async (c) => {
+      await c.query("SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'");
+      await c.query("SET GLOBAL rpl_semi_sync_master_timeout = ?", [timeoutMs]);
+      await c.query("SET GLOBAL rpl_semi_sync_master_enabled = ON");
+    });
+  }
+
+  async semiSyncActive(): Promise<boolean> {
+    return this.#with(async (c) => {
+      const [[row]] = (await c.query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")) as unknown as [[{ Value: string } | undefined]];
+      return row?.Value === "ON";
+    });
+  }
+
+  /** Where the server's binary log ends (SHOW MASTER STATUS). */
+  async written(): Promise<{ file: string; position: number }> {
+    return this.#with(async (c) => {
+      const [[master]] = (await c.query("SHOW MASTER STATUS")) as unknown as [[{ File: string; Position: number | string }]];
+      return { file: master.File, position: Number(master.Position) };
+    });
+  }
+
+  /** How a replication connection reaches this server: the agent's own account (it needs REPLICATION SLAVE). */
+  async replicationLogin(): Promise<{ socket?: string; host: string; port: number; user: string; password: string }> {
+    return { ...(this.#db.socket ? { socket: this.#db.socket } : {}), host: this.#db.host, port: this.#db.port, user: this.#db.user, password: await this.#password() };
+  }
+
   async pauseReplica(): Promise<Coordinates> {
     this.#pausedForBackup = true;
     return this.#with(async (c) => {

@@ -98,9 +98,21 @@ export class BinlogShipper {
   /** Totals since this shipper started, for tests and measurements. */
   readonly shipped = { segments: 0, bytes: 0 };
   #lastShippedAt: string | undefined;
+  readonly #shippedListeners: (() => void)[] = [];
+  readonly #synced: (() => { file: string; position: number } | undefined) | undefined;
 
-  constructor(deps: { services: RoleServices; engine: DatabaseEngine; fence?: () => Promise<string | undefined> }, options: Shipping) {
+  constructor(
+    deps: {
+      services: RoleServices;
+      engine: DatabaseEngine;
+      fence?: () => Promise<string | undefined>;
+      /** Where the server has synced transactions it waits on (zero-loss mode): shipped that far even before SHOW MASTER STATUS says so. */
+      synced?: () => { file: string; position: number } | undefined;
+    },
+    options: Shipping,
+  ) {
     this.#services = deps.services;
+    this.#synced = deps.synced;
     this.#engine = deps.engine;
     this.#fence = deps.fence;
     this.#options = options;
@@ -113,6 +125,22 @@ export class BinlogShipper {
     if (this.#paused > 0) return "paused";
     if (this.#fenced.reason) return "fenced";
     return this.#shipping ? "shipping" : "idle";
+  }
+
+  /** How far the archive in S3 goes (the last index entry written), once known. */
+  durableEnd(): { file: string; end: number; closes: boolean } | undefined {
+    const chain = this.#chain;
+    return chain?.file ? { file: chain.file, end: chain.end, closes: chain.closes } : undefined;
+  }
+
+  /** Cuts the wait before the next pass short: something is waiting to be shipped now. */
+  shipNow(): void {
+    this.#wake.abort();
+  }
+
+  /** Called after every segment that reaches S3 with its index entry. */
+  onShipped(fn: () => void): void {
+    this.#shippedListeners.push(fn);
   }
 
   /** What heartbeats report: the state, the history shipped, and how far behind the server the archive is. */
@@ -248,7 +276,9 @@ export class BinlogShipper {
     const entry = logs.files.find((f) => f.name === file)!;
     // The newest file is shipped only as far as the server says it has written it whole; an older one is closed, to its end.
     const closed = binlogFileNumber(file) < binlogFileNumber(logs.written.file);
-    const limit = closed ? await fileSize(entry.path) : file === logs.written.file ? logs.written.position : 0;
+    const synced = this.#synced?.();
+    const written = file === logs.written.file ? Math.max(logs.written.position, synced?.file === file ? synced.position : 0) : 0;
+    const limit = closed ? await fileSize(entry.path) : written;
     // Listed but gone from the disk: purged since the listing (the next pass sees it gone and reports the gap), or removed by hand.
     if (limit === undefined) throw new ShippingError("BINLOG_FILE_MISSING", `${entry.path} is in the server's binlog index but could not be opened`);
     if (start >= limit && !closed) return undefined;
@@ -343,6 +373,7 @@ export class BinlogShipper {
     this.shipped.bytes += segment.bytes;
     this.#log.debug({ seq, file: next.file, start: next.start, end: cut.end, events: cut.events }, "shipped a binlog segment");
     await this.#writeHint(chain);
+    for (const fn of this.#shippedListeners) fn();
   }
 
   /** A failed pass: the place is kept (nothing advanced), the next try waits longer, and an operator hears of it. */
