@@ -216,6 +216,12 @@ export const settingsSchema = z.object({
   heartbeatSeconds: seconds(1, 3600).default(15),
   shutdownDeadlineSeconds: seconds(1, 3600).default(60),
   lostAfterSeconds: seconds(2, 86400).default(60),
+  /**
+   * How long a node must have been silent, lost or decommissioned, before the coordinator
+   * removes its queues, dead-letter queues and subscriptions (and with them what a person might
+   * still read in the dead-letter queue).
+   */
+  nodeQueueGraceSeconds: seconds(1, 14 * 86400).default(86400),
   /** How long the coordinator's lease lasts unrenewed: a standby takes over this long after the leader dies. */
   coordinatorLeaseSeconds: seconds(3, 3600).default(30),
   /** How often, at most, the coordinator writes the fleet snapshot that `bosun nodes` reads. */
@@ -267,6 +273,7 @@ export const settingEnv: Record<SettingName, string> = {
   heartbeatSeconds: "BOSUN_HEARTBEAT_INTERVAL",
   shutdownDeadlineSeconds: "BOSUN_SHUTDOWN_DEADLINE",
   lostAfterSeconds: "BOSUN_LOST_AFTER",
+  nodeQueueGraceSeconds: "BOSUN_NODE_QUEUE_GRACE",
   coordinatorLeaseSeconds: "BOSUN_COORDINATOR_LEASE",
   fleetSnapshotSeconds: "BOSUN_FLEET_SNAPSHOT",
   commandTtlSeconds: "BOSUN_COMMAND_TTL",
