@@ -6,6 +6,7 @@
  *   npm run bundle                    (node build/bundle.ts [--outdir DIR])
  *
  *   dist/bosun/bosun.mjs, chunks/     the package's files; `node dist/bosun/bosun.mjs --help`
+ *   dist/bosun/deploy/                the systemd units and user-data that install and run it
  *   dist/bosun.tgz                    `npm pack` of dist/bosun: what a node fetches from S3
  *   dist/bosun.tgz.sha256             its SHA-256, checked before the node unpacks it
  *
@@ -17,7 +18,7 @@
  */
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { chmod, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -84,6 +85,10 @@ export async function bundle(outdir: string): Promise<Artifact> {
   const text = (await readFile(entry, "utf8")).replace(/^#![^\n]*\n/, "");
   await writeFile(entry, `#!/usr/bin/env -S node --max-semi-space-size=2\n${text}`);
   await chmod(entry, 0o755);
+  // A node installs the units from the release it runs, so units and code change together.
+  for (const path of ["deploy/systemd", "deploy/user-data/bootstrap.sh", "deploy/README.md"]) {
+    await cp(join(root, path), join(dir, path), { recursive: true });
+  }
   await writeFile(
     join(dir, "package.json"),
     `${JSON.stringify(
@@ -93,7 +98,7 @@ export async function bundle(outdir: string): Promise<Artifact> {
         description: "Keeps a fleet of EC2 web, database and load-balancer nodes in step over SNS, SQS and S3 (self-contained build).",
         type: "module",
         bin: { bosun: "bosun.mjs" },
-        files: ["bosun.mjs", "chunks/"],
+        files: ["bosun.mjs", "chunks/", "deploy/"],
         engines: { node: ">=24" },
       },
       null,
@@ -115,7 +120,7 @@ export async function bundle(outdir: string): Promise<Artifact> {
 async function sizeOf(dir: string): Promise<number> {
   let total = 0;
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) total += (await stat(join(entry.parentPath, entry.name))).size;
+    if (entry.isFile() && entry.name.endsWith(".mjs")) total += (await stat(join(entry.parentPath, entry.name))).size;
   }
   return total;
 }
