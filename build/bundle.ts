@@ -7,6 +7,7 @@
  *
  *   dist/bosun/bosun.mjs, chunks/     the package's files; `node dist/bosun/bosun.mjs --help`
  *   dist/bosun/deploy/                the systemd units and user-data that install and run it
+ *   dist/bosun/pino-pretty/bin.cjs    pino-pretty, to read the journal's JSON lines as text
  *   dist/bosun.tgz                    `npm pack` of dist/bosun: what a node fetches from S3
  *   dist/bosun.tgz.sha256             its SHA-256, checked before the node unpacks it
  *
@@ -85,6 +86,20 @@ export async function bundle(outdir: string): Promise<Artifact> {
   const text = (await readFile(entry, "utf8")).replace(/^#![^\n]*\n/, "");
   await writeFile(entry, `#!/usr/bin/env -S node --max-semi-space-size=2\n${text}`);
   await chmod(entry, 0o755);
+  // Bosun logs JSON lines straight to stdout (no pino transport, so nothing of pino's worker
+  // threads to bundle); pino-pretty, its own small bundle, reads them as text on a node.
+  await build({
+    entryPoints: [join(root, "node_modules/pino-pretty/bin.js")],
+    outfile: join(dir, "pino-pretty", "bin.cjs"),
+    bundle: true,
+    platform: "node",
+    format: "cjs",
+    target: "node24",
+    minify: true,
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  await cp(join(root, "node_modules/pino-pretty/help"), join(dir, "pino-pretty", "help"), { recursive: true });
   // A node installs the units from the release it runs, so units and code change together.
   for (const path of ["deploy/systemd", "deploy/user-data/bootstrap.sh", "deploy/README.md"]) {
     await cp(join(root, path), join(dir, path), { recursive: true });
@@ -98,7 +113,7 @@ export async function bundle(outdir: string): Promise<Artifact> {
         description: "Keeps a fleet of EC2 web, database and load-balancer nodes in step over SNS, SQS and S3 (self-contained build).",
         type: "module",
         bin: { bosun: "bosun.mjs" },
-        files: ["bosun.mjs", "chunks/", "deploy/"],
+        files: ["bosun.mjs", "chunks/", "deploy/", "pino-pretty/"],
         engines: { node: ">=24" },
       },
       null,

@@ -71,6 +71,15 @@ describe("the bundle (npm run bundle)", () => {
     assert.ok(existsSync(join(unpacked, "package", "k", "ci.key")));
   });
 
+  it("reads its own JSON log lines as text with the pino-pretty it carries", async () => {
+    const pretty = execFileSync(process.execPath, [join(unpacked, "package", "pino-pretty", "bin.cjs")], {
+      cwd: unpacked,
+      input: `${JSON.stringify({ level: 40, time: 0, pid: 7, name: "agent", msg: "node lost" })}\n`,
+      encoding: "utf8",
+    });
+    assert.match(pretty, /WARN \(agent\/7\): node lost/);
+  });
+
   it("says that bosun dev needs the source checkout, since the emulator is not in it", async () => {
     const dev = await run(entry, ["dev", "--port", "0", "--dir", "dev"]);
     assert.equal(dev.code, 3);
