@@ -82,6 +82,7 @@ export class Coordinator {
   #timers: NodeJS.Timeout[] = [];
   #ticker: NodeJS.Timeout | undefined;
   #ticking: Promise<void> = Promise.resolve();
+  #removing: Promise<void> | undefined;
 
   constructor(deps: CoordinatorDeps, options: { settings: Settings }) {
     this.#deps = deps;
@@ -212,6 +213,7 @@ export class Coordinator {
     const consumer = this.#consumer;
     this.#consumer = undefined;
     for (const timer of this.#timers) clearInterval(timer);
+    await this.#removing;
     await Promise.all(this.#tasks.map((task) => task.stop()));
     this.#tasks = [];
     await this.#operations?.stop();
@@ -266,7 +268,13 @@ export class Coordinator {
    * went with a queues-removed event per node. A node whose removal partly failed is tried again
    * at the next sweep; one whose queues are gone is recorded so, and not looked up again.
    */
-  async removeGoneNodesQueues(): Promise<void> {
+  removeGoneNodesQueues(): Promise<void> {
+    // One sweep at a time: a slow one must not race the next into removing the same queues twice.
+    this.#removing ??= this.#removeGoneNodesQueues().finally(() => (this.#removing = undefined));
+    return this.#removing;
+  }
+
+  async #removeGoneNodesQueues(): Promise<void> {
     const due = goneNodes(this.#nodes.values(), this.#deps.clock.now().getTime(), this.#settings.nodeQueueGraceSeconds * 1000);
     if (due.length === 0 || !this.#bus) return;
     let removed;
