@@ -13,6 +13,7 @@ import { needs } from "./helpers/tools.ts";
 const root = resolve(fileURLToPath(new URL("..", import.meta.url)));
 const deploy = join(root, "deploy");
 const bootstrap = join(deploy, "user-data", "bootstrap.sh");
+const cloudConfig = join(deploy, "user-data", "cloud-config.yaml");
 const boot = join(root, "test", "boot");
 
 function run(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -60,6 +61,26 @@ describe("the systemd units", () => {
   });
 });
 
+describe("the cloud-config user-data", () => {
+  const tools = needs({ "cloud-init": "cloud-init" });
+
+  it("passes cloud-init schema, and a wrong type fails it", { skip: tools.skip }, async () => {
+    const valid = await run("cloud-init", ["schema", "--config-file", cloudConfig]);
+    assert.equal(valid.code, 0, valid.stdout + valid.stderr);
+    assert.match(valid.stdout, /Valid cloud-config/);
+    const dir = await mkdtemp(join(tmpdir(), "bosun-cloud-config-"));
+    try {
+      await writeFile(join(dir, "bad.yaml"), (await readFile(cloudConfig, "utf8")).replace("package_update: true", 'package_update: "yes"'));
+      const invalid = await run("cloud-init", ["schema", "--config-file", join(dir, "bad.yaml")]);
+      assert.notEqual(invalid.code, 0);
+      assert.match(invalid.stdout + invalid.stderr, /package_update: 'yes' is not of type 'boolean'/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    assert.ok((await readFile(cloudConfig)).length < 4096, "far under EC2's 16 KB");
+  });
+});
+
 describe("the bootstrap, run as root in a mount namespace of its own", () => {
   const tools = needs({ unshare: "util-linux", sha256sum: "coreutils", xz: "xz-utils" });
   const notRoot = process.getuid?.() === 0 ? false : "the bootstrap runs as root (CI runs as root)";
@@ -85,6 +106,7 @@ describe("the bootstrap, run as root in a mount namespace of its own", () => {
     await cp(artifact.tarball, join(dist, "bosun.tgz"));
     await writeFile(join(dist, "bosun.tgz.sha256"), options.tamper ? `${"0".repeat(64)}  bosun.tgz\n` : await readFile(`${artifact.tarball}.sha256`));
     await writeFile(join(dist, "trust.json"), JSON.stringify({ keys: {} }));
+    await writeFile(join(fake, "ssm"), "-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n");
     if (options.blip) {
       await mkdir(join(fake, "fail-once"), { recursive: true });
       await writeFile(join(fake, "fail-once", "bosun.tgz"), "");
@@ -115,8 +137,8 @@ describe("the bootstrap, run as root in a mount namespace of its own", () => {
     return { fake, root: nodeRoot, env };
   }
 
-  const bootstrapIn = (w: { root: string; env: NodeJS.ProcessEnv }) =>
-    run("unshare", ["--mount", "--propagation", "private", "--", "bash", join(boot, "run-isolated.sh"), w.root, bootstrap], { env: w.env });
+  const bootstrapIn = (w: { root: string; env: NodeJS.ProcessEnv }, script = bootstrap) =>
+    run("unshare", ["--mount", "--propagation", "private", "--", "bash", join(boot, "run-isolated.sh"), w.root, script], { env: w.env });
 
   it("installs Node.js and the checked bundle, writes settings and trust, and enables the web node's units, through a network blip", { skip }, async () => {
     const w = await world("web", { roles: "web", blip: true });
@@ -137,6 +159,23 @@ describe("the bootstrap, run as root in a mount namespace of its own", () => {
       assert.ok(calls.includes(call), `${call} in:\n${calls}`);
     }
     assert.ok(!calls.includes("enable bosun-coordinator.service"), calls);
+  });
+
+  it("from the cloud-config's command: the bootstrap the checked bundle carries sets up a coordinator", { skip: skip || needs({ python3: "python3-yaml" }).skip }, async () => {
+    const w = await world("cloud-config", { roles: "coordinator" });
+    // The command as cloud-init runs it: the third item of runcmd's first entry (bash -c SCRIPT).
+    const script = execFileSync("python3", ["-c", 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["runcmd"][0][2])', cloudConfig], { encoding: "utf8" });
+    await writeFile(join(w.root, "..", "runcmd.sh"), script);
+    const result = await bootstrapIn(w, join(w.root, "..", "runcmd.sh"));
+    assert.equal(result.code, 0, result.stderr);
+    const upper = join(w.root, "upper");
+    assert.equal(await readlink(join(upper, "opt", "bosun")), `/opt/bosun-releases/${artifact.sha256}`);
+    assert.match(await readFile(join(upper, "etc", "bosun", "coordinator.env"), "utf8"), /^BOSUN_KEY_ID=coordinator$/m);
+    assert.match(await readFile(join(upper, "etc", "bosun", "keys", "coordinator.pem"), "utf8"), /not a real key/);
+    const calls = await readFile(join(w.fake, "calls.log"), "utf8");
+    assert.ok(calls.includes("aws s3 cp --only-show-errors --region us-east-1 s3://example-bosun-prod/dist/bosun.tgz.sha256"), calls);
+    assert.ok(calls.includes("systemctl enable bosun-coordinator.service"), calls);
+    assert.ok(!calls.includes("systemctl enable bosun-agent.service"), calls);
   });
 
   it("refuses a bundle that does not match its SHA-256, unpacking nothing", { skip }, async () => {
