@@ -84,6 +84,7 @@ describe("the bundle (npm run bundle)", () => {
     const dev = await run(entry, ["dev", "--port", "0", "--dir", "dev"]);
     assert.equal(dev.code, 3);
     assert.match(dev.stderr, /emulator \(the fauxqs package\) is not installed.*run `bosun dev` from a source checkout/);
+    assert.equal(existsSync(join(unpacked, "package", "dev")), false, "nothing made before it says so");
   });
 
   it("runs an agent that answers a command, and the CLI, against the emulator", async () => {

@@ -29,7 +29,7 @@ export async function startEmulator(options: { dir: string; port: number }): Pro
  * fauxqs is imported when an emulator starts, not with this module: the bundle that nodes run
  * (build/bundle.ts) leaves it out, and every command but `bosun dev` works without it.
  */
-async function loadFauxqs(): Promise<typeof import("fauxqs")> {
+export async function loadFauxqs(): Promise<typeof import("fauxqs")> {
   try {
     return await import("fauxqs");
   } catch (error) {
