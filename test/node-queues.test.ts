@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { GetQueueUrlCommand, ListQueueTagsCommand, ListQueuesCommand } from "@aws-sdk/client-sqs";
+import { CreateQueueCommand, GetQueueUrlCommand, ListQueueTagsCommand, ListQueuesCommand } from "@aws-sdk/client-sqs";
 import { ListSubscriptionsByTopicCommand } from "@aws-sdk/client-sns";
 import type { Envelope } from "@bosun/core";
 import { TestFleet } from "./helpers/fleet.ts";
@@ -33,6 +33,9 @@ describe("queues of nodes that are gone", () => {
       assert.deepEqual(Tags, { "bosun:cluster": fleet.cluster, "bosun:kind": "node", "bosun:node": "leaving-1", "bosun:role": "web" }, name);
     }
     await fleet.waitForNodes(["gone-1", "leaving-1", "staying-1"]);
+    // A queue named for the node but without the tags (made before there were tags): not the coordinator's to judge.
+    const untagged = `bosun-${fleet.cluster}-lb-gone-1`;
+    await fleet.clients.sqs.send(new CreateQueueCommand({ QueueName: untagged }));
 
     // One dies without a word; one is decommissioned (it removes its queue, and keeps its dead letters for a person).
     gone!.child.kill("SIGKILL");
@@ -50,6 +53,7 @@ describe("queues of nodes that are gone", () => {
     assert.deepEqual(leavingEvent!.subscriptions, []);
 
     const names = await queueNames(fleet);
+    assert.ok(names.includes(untagged), `the untagged queue stays: ${names.join(", ")}`);
     for (const id of ["gone-1", "leaving-1"]) assert.ok(!names.some((n) => n.startsWith(queue(id))), `${id}'s queues are gone: ${names.join(", ")}`);
     // The node still up keeps its queue, dead-letter queue and subscription; so does the coordinator.
     assert.ok(names.includes(queue("staying-1")) && names.includes(`${queue("staying-1")}-dlq`), names.join(", "));
