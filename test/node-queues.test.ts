@@ -27,10 +27,11 @@ describe("queues of nodes that are gone", () => {
   it("carry the cluster, node and role tags, and the coordinator removes those of lost and decommissioned nodes, with their subscriptions, and says so", async () => {
     await fleet.startCoordinator();
     const [gone, leaving] = await Promise.all([fleet.startAgent("gone-1", ["web"]), fleet.startAgent("leaving-1", ["web"]), fleet.startAgent("staying-1", ["web"])]);
-    for (const name of [fleet.nodeQueueName("leaving-1"), `${fleet.nodeQueueName("leaving-1")}-dlq`]) {
+    // The dead-letter queue is of kind dead-letter: the stack's alarm finds node DLQs by that tag.
+    for (const [name, kind] of [[fleet.nodeQueueName("leaving-1"), "node"], [`${fleet.nodeQueueName("leaving-1")}-dlq`, "dead-letter"]] as const) {
       const { QueueUrl } = await fleet.clients.sqs.send(new GetQueueUrlCommand({ QueueName: name }));
       const { Tags } = await fleet.clients.sqs.send(new ListQueueTagsCommand({ QueueUrl }));
-      assert.deepEqual(Tags, { "bosun:cluster": fleet.cluster, "bosun:kind": "node", "bosun:node": "leaving-1", "bosun:role": "web" }, name);
+      assert.deepEqual(Tags, { "bosun:cluster": fleet.cluster, "bosun:kind": kind, "bosun:node": "leaving-1", "bosun:role": "web" }, name);
     }
     await fleet.waitForNodes(["gone-1", "leaving-1", "staying-1"]);
     // A queue named for the node but without the tags (made before there were tags): not the coordinator's to judge.

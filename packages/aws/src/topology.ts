@@ -30,7 +30,10 @@ export interface QueueRef {
 
 export interface QueueOptions {
   visibilityTimeoutSeconds: number;
-  /** Tags on the queue and its dead-letter queue (cluster, node, role; a watch queue's expiry), so they can be found and cleaned up. */
+  /**
+   * Tags on the queue and its dead-letter queue (cluster, node, role; a watch queue's expiry), so
+   * they can be found and cleaned up; the dead-letter queue's bosun:kind is dead-letter.
+   */
   tags?: Record<string, string>;
   /** Deliveries after which SQS itself moves a message to the dead-letter queue. */
   maxReceiveCount?: number;
@@ -84,7 +87,10 @@ export async function ensureSubscribedQueue(
   filterPolicy: Record<string, unknown>,
   options: QueueOptions,
 ): Promise<QueueRef> {
-  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) }, options.tags);
+  // Tagged as a dead-letter queue whatever its queue's kind: the stack's alarm finds every DLQ of
+  // the cluster by bosun:kind=dead-letter, since agents make them at run time (deploy/cdk).
+  const dlqTags = options.tags ? { ...options.tags, "bosun:kind": "dead-letter" } : undefined;
+  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) }, dlqTags);
   const queue = await ensureQueue(clients, name, {
     VisibilityTimeout: String(options.visibilityTimeoutSeconds),
     ReceiveMessageWaitTimeSeconds: "20",
