@@ -2,8 +2,10 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { CreateQueueCommand, GetQueueUrlCommand, ListQueueTagsCommand, ListQueuesCommand } from "@aws-sdk/client-sqs";
 import { ListSubscriptionsByTopicCommand } from "@aws-sdk/client-sns";
+import { join } from "node:path";
 import type { Envelope } from "@bosun/core";
 import { TestFleet } from "./helpers/fleet.ts";
+import { decide, iamRequests, readCalls, synthesiseCluster } from "./helpers/iam.ts";
 
 /** The queues agents and the coordinator made for a cluster, by name. */
 async function queueNames(fleet: TestFleet): Promise<string[]> {
@@ -25,7 +27,10 @@ describe("queues of nodes that are gone", () => {
   after(() => fleet.close());
 
   it("carry the cluster, node and role tags, and the coordinator removes those of lost and decommissioned nodes, with their subscriptions, and says so", async () => {
-    await fleet.startCoordinator();
+    // What the coordinator calls is checked against its policies in the CDK app, as test/iam.test.ts does for the rest.
+    const synthesised = synthesiseCluster();
+    const callLog = join(fleet.dir, "calls-coordinator.jsonl");
+    await fleet.startCoordinator({ BOSUN_AWS_CALL_LOG: callLog });
     const [gone, leaving] = await Promise.all([fleet.startAgent("gone-1", ["web"]), fleet.startAgent("leaving-1", ["web"]), fleet.startAgent("staying-1", ["web"])]);
     // The dead-letter queue is of kind dead-letter: the stack's alarm finds node DLQs by that tag.
     for (const [name, kind] of [[fleet.nodeQueueName("leaving-1"), "node"], [`${fleet.nodeQueueName("leaving-1")}-dlq`, "dead-letter"]] as const) {
@@ -61,6 +66,21 @@ describe("queues of nodes that are gone", () => {
     const subscribed = await subscribedQueues(fleet);
     assert.ok(subscribed.includes(queue("staying-1")), subscribed.join(", "));
     assert.ok(!subscribed.includes(queue("gone-1")), subscribed.join(", "));
+
+    // Every call it made to find and remove them is one its IAM role allows.
+    const aws = await synthesised;
+    const calls = await readCalls(callLog);
+    for (const operation of ["sqs:ListQueueTags", "sqs:DeleteQueue", "sns:Unsubscribe"]) {
+      assert.ok(calls.some((c) => `${c.service}:${c.operation}` === operation), `the coordinator called ${operation}`);
+    }
+    const denied: string[] = [];
+    for (const call of calls) {
+      for (const request of iamRequests(call, { cluster: fleet.cluster, bucket: `b-${fleet.cluster}` }, aws)) {
+        const decision = await decide(aws, "coordinator", request);
+        if (decision !== "Allowed") denied.push(`${request.action} on ${request.resource} (${decision})`);
+      }
+    }
+    assert.deepEqual([...new Set(denied)], []);
 
     // The fleet records it, so a later sweep does not look again.
     const nodes = JSON.parse((await fleet.bosun(["nodes", "--all", "--json"])).stdout) as { id: string; queuesRemovedAt?: string }[];
