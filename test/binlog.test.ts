@@ -2,7 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile, utimes, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
@@ -328,6 +328,26 @@ describe("db role: binary-log shipping", { skip: missing ?? false }, () => {
     console.log(`binlog ${covered} B in ${entries.length} segments; segment bytes ${segmentBytes} B (${(segmentBytes / covered).toFixed(3)}x); index entries ${indexBytes} B; all ${puts} PUT bodies ${stored} B (${(stored / covered).toFixed(3)}x); ${load.commits} commits`);
     assert.equal(segmentBytes, covered, "each byte of the binary log went up once");
     assert.ok(stored / covered <= 1.1, `upload amplification ${(stored / covered).toFixed(3)} ≤ 1.1`);
+  });
+
+  it("while shipping is behind, a file the server will purge before it is shipped is an alert naming it, with time to act", async () => {
+    await shippedTo(await written());
+    await db.query("SET GLOBAL binlog_expire_logs_seconds = 7200");
+    proxy.rule = (r) => (r.method === "PUT" && r.url.includes("/backups/binlog/") ? "fail" : "pass");
+    try {
+      await alert("BINLOG_SHIPPING_STALLED");
+      // The file the archive has not finished is closed (no write touches it again) and, by its age, 10 minutes from expiry.
+      const unfinished = (await written()).File;
+      await db.query("FLUSH BINARY LOGS");
+      const old = new Date(Date.now() - (7200 - 600) * 1000);
+      await utimes(join(db.dataDir, unfinished), old, old);
+      const ahead = await alert("BINLOG_PURGE_AHEAD", 60_000, new RegExp(unfinished.replace(".", "\\.")));
+      assert.match((ahead.payload as { message: string }).message, /shipped only to offset \d+ of \d+, will be purged by the server \(binlog_expire_logs_seconds = 7200\) in about \d+ s/);
+    } finally {
+      proxy.release();
+      await db.query("SET GLOBAL binlog_expire_logs_seconds = 0");
+    }
+    await shippedTo(await written(), 60_000);
   });
 
   it("bosun backup binlog verify finds a missing segment and a flipped byte, naming each", async () => {

@@ -146,6 +146,8 @@ export const dbSchema = z
         maxSegmentMB: z.number().int().min(1).max(256).default(8),
         /** An alert when the oldest byte not yet in S3 was written longer ago than this. */
         behindAlertSeconds: z.number().int().min(1).max(86_400).default(60),
+        /** While behind: an alert when a file not yet shipped will be purged (binlog_expire_logs_seconds) within this long. */
+        purgeWarnSeconds: z.number().int().min(1).max(30 * 86_400).default(3600),
         /**
          * Zero-loss mode (opt-in, on a primary): the agent is a semi-synchronous replica of its own
          * server and acknowledges a commit only once it is in S3, so a commit returns to the
@@ -163,7 +165,7 @@ export const dbSchema = z
           .default({ enabled: false, timeoutMs: 2000, serverId: 4_294_967_000 }),
       })
       .strict()
-      .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60, zeroLoss: { enabled: false, timeoutMs: 2000, serverId: 4_294_967_000 } }),
+      .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60, purgeWarnSeconds: 3600, zeroLoss: { enabled: false, timeoutMs: 2000, serverId: 4_294_967_000 } }),
     /** How often a replica's replication is looked at, and the lag that raises an alert. */
     health: z
       .object({

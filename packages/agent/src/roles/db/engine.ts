@@ -52,6 +52,8 @@ export interface DatabaseEngine {
    * acknowledgement, and the acknowledgement waits for the shipper).
    */
   binaryLogs(written?: { file: string; position: number }): Promise<BinaryLogs | undefined>;
+  /** How long the server keeps binary-log files before it purges them (by their modification time); 0: it never does. */
+  binlogExpirySeconds(): Promise<number>;
   /** Stops applying replicated changes so the data stays put; returns where in the primary's history it stopped. */
   pauseReplica(): Promise<Coordinates>;
   resumeReplica(): Promise<void>;

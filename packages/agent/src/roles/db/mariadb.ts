@@ -83,6 +83,13 @@ export class MariaDbEngine implements DatabaseEngine {
     });
   }
 
+  async binlogExpirySeconds(): Promise<number> {
+    return this.#with(async (c) => {
+      const [[row]] = (await c.query("SELECT @@binlog_expire_logs_seconds AS seconds")) as unknown as [[{ seconds: number | string }]];
+      return Number(row.seconds);
+    });
+  }
+
   /** Zero-loss mode: commits wait (after the binary log is synced) for a semi-synchronous replica's acknowledgement, for up to `timeoutMs`. */
   async enableSemiSync(timeoutMs: number): Promise<void> {
     await this.#with(async (c) => {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { open, readFile, writeFile } from "node:fs/promises";
+import { open, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PreconditionFailed, abortableDelay, binlogFileNumber, binlogKeys, lastIndexEntry, listObjects, putNewObject, storedSha256 } from "@bosun/aws";
 import { BosunError, errorMessage, type BinlogSegment, type DbSettings, type Logger } from "@bosun/core";
@@ -47,6 +47,8 @@ interface Next {
 const MAX_BACKOFF_MS = 30_000;
 /** How often the cluster's primary record is read again (a GET): an old primary stops shipping within about this long of a promotion. */
 const FENCE_CHECK_MS = 5_000;
+/** How often, while behind, the server's binlog expiry is compared with the oldest unshipped file's age. */
+const PURGE_CHECK_MS = 1_000;
 /** How long a stop waits for the segment under way before it cuts its upload off. */
 const STOP_GRACE_MS = 10_000;
 
@@ -99,6 +101,8 @@ export class BinlogShipper {
   readonly shipped = { segments: 0, bytes: 0 };
   #lastShippedAt: string | undefined;
   readonly #shippedListeners: (() => void)[] = [];
+  readonly #purgeWarned = new Set<string>();
+  #purgeCheckedAt = 0;
   readonly #written: (() => { file: string; position: number } | undefined) | undefined;
 
   constructor(
@@ -217,6 +221,7 @@ export class BinlogShipper {
       this.#pendingSince = undefined;
       return false;
     }
+    await this.#purgeAhead(next);
     const segment = await this.#cut(next);
     if (!segment) return this.#finishFile(chain, next, logs);
     await this.#upload(chain, next, segment);
@@ -225,10 +230,34 @@ export class BinlogShipper {
     return more;
   }
 
+  /**
+   * While shipping is behind (behindAlertSeconds): whether the server will purge the file the
+   * archive has not finished before it is shipped. MariaDB purges a file once its modification
+   * time is binlog_expire_logs_seconds old; an alert, once per file, while there is time to act.
+   */
+  async #purgeAhead(next: Next): Promise<void> {
+    const behind = this.#pendingSince === undefined ? 0 : Date.now() - this.#pendingSince;
+    if (behind < this.#options.behindAlertSeconds * 1000 || this.#purgeWarned.has(next.file) || Date.now() - this.#purgeCheckedAt < PURGE_CHECK_MS) return;
+    this.#purgeCheckedAt = Date.now();
+    const expiry = await this.#engine.binlogExpirySeconds();
+    const modified = await stat(next.path).then((s) => s.mtimeMs, () => undefined);
+    if (!expiry || modified === undefined) return;
+    const left = modified + expiry * 1000 - Date.now();
+    if (left > this.#options.purgeWarnSeconds * 1000) return;
+    this.#purgeWarned.add(next.file);
+    await this.#alert(
+      "critical",
+      "BINLOG_PURGE_AHEAD",
+      `${next.file}, shipped only to offset ${next.start} of ${next.limit}, will be purged by the server (binlog_expire_logs_seconds = ${expiry}) ${left > 0 ? `in about ${Math.round(left / 1000)} s` : "at its next purge"}: get shipping going again, or raise the expiry, or the archive will have a gap`,
+      { file: next.file, position: next.start, purgeInSeconds: Math.max(0, Math.round(left / 1000)) },
+    );
+  }
+
   /** Whether another node is the cluster's primary (read again every FENCE_CHECK_MS); said once when it starts and when it ends. */
   async #isFenced(): Promise<boolean> {
     if (!this.#fence || Date.now() - this.#fenced.at < FENCE_CHECK_MS) return this.#fenced.reason !== undefined;
-    const reason = await this.#fence();
+    // S3 away: the last answer stands until the next look (shipping itself waits for S3 anyway).
+    const reason = await this.#fence().catch(() => this.#fenced.reason);
     const was = this.#fenced.reason;
     this.#fenced = { reason, at: Date.now() };
     if (reason && !was) await this.#alert("critical", "DB_NOT_PRIMARY", `${reason}: this server's binary log is no longer shipped; it must not take writes (make it a replica of the new primary, or promote it again)`, {});
