@@ -82,8 +82,13 @@ describe("queues of nodes that are gone", () => {
     }
     assert.deepEqual([...new Set(denied)], []);
 
-    // The fleet records it, so a later sweep does not look again.
-    const nodes = JSON.parse((await fleet.bosun(["nodes", "--all", "--json"])).stdout) as { id: string; queuesRemovedAt?: string }[];
-    assert.ok(nodes.find((n) => n.id === "gone-1")?.queuesRemovedAt, JSON.stringify(nodes));
+    // The fleet records it, so a later sweep does not look again (the snapshot `bosun nodes` reads is written a moment after the event).
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const nodes = JSON.parse((await fleet.bosun(["nodes", "--all", "--json"])).stdout) as { id: string; queuesRemovedAt?: string }[];
+      if (["gone-1", "leaving-1"].every((id) => nodes.find((n) => n.id === id)?.queuesRemovedAt)) break;
+      assert.ok(Date.now() < deadline, `the fleet never recorded the removal: ${JSON.stringify(nodes)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
   });
 });

@@ -251,8 +251,8 @@ export class MariaDbEngine implements DatabaseEngine {
       await this.#with(async (c) => {
         await c.query("SET GLOBAL innodb_flush_log_at_trx_commit = ?, GLOBAL sync_binlog = ?", [Number(durability.innodb), Number(durability.binlog)]);
         // What the replay wrote reaches the disk before the restore is reported done.
-        await c.query("FLUSH ENGINE LOGS");
-        await c.query("FLUSH BINARY LOGS");
+        await c.query("FLUSH LOCAL ENGINE LOGS");
+        await c.query("FLUSH LOCAL BINARY LOGS");
       });
     }
   }
