@@ -5,9 +5,10 @@ import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { createMessage, type Envelope } from "@bosun/core";
+import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { needs } from "./helpers/tools.ts";
+import { until } from "./helpers/until.ts";
 import { freePort, loadGenerator } from "./helpers/web.ts";
 import { RuntimeApi } from "../packages/agent/src/roles/balancer/runtime.ts";
 
@@ -50,22 +51,6 @@ class Backend {
   }
 }
 
-/** Polls until `probe` returns a value (not undefined), or fails naming what it waited for. */
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe("balancer role", { skip: tools.skip }, () => {
   let fleet: TestFleet;
   let lb: TestProcess;
@@ -81,18 +66,7 @@ describe("balancer role", { skip: tools.skip }, () => {
     return b;
   };
 
-  /** A node-up or node-down of a web node, signed as the coordinator signs the node-downs of lost nodes. */
-  const webEvent = (type: "node-up" | "node-down", node: string, port?: number, host = "127.0.0.1"): Envelope =>
-    createMessage(fleet.signers.get("coordinator")!, {
-      kind: "event",
-      type,
-      correlationId: `${type}-${node}-${Date.now()}`,
-      ttlSeconds: 300,
-      payload:
-        type === "node-up"
-          ? { node: { id: node, roles: ["web"] }, version: "test", startedAt: new Date().toISOString(), pid: 1, report: { web: { releases: {}, address: { host, port } } } }
-          : { node: { id: node, roles: ["web"] }, reason: "decommissioned" },
-    });
+  const webEvent = (type: "node-up" | "node-down", node: string, port?: number, host = "127.0.0.1"): Envelope => fleet.nodeEvent(type, node, { host, ...(port ? { port } : {}) });
 
   const servers = async () => new Map((await runtime.servers("web")).map((s) => [s.name, s]));
   const get = async (path = "/") => {
@@ -184,7 +158,7 @@ describe("balancer role", { skip: tools.skip }, () => {
       // bosun lb status shows it from the balancer's heartbeat.
       const status = await until(async () => {
         const out = await fleet.bosun(["lb", "status", "--json"]);
-        const lbs = JSON.parse(out.stdout) as { node: string; report?: { backends: { node: string; state: string; health: string }[] } }[];
+        const lbs = (JSON.parse(out.stdout) as { balancers: { node: string; report?: { backends: { node: string; state: string; health: string }[] } }[] }).balancers;
         const entry = lbs.find((b) => b.node === "lb-1")?.report?.backends.find((b) => b.node === "web-a");
         return entry?.health === "up" ? entry : undefined;
       }, "bosun lb status to show web-a healthy");

@@ -90,4 +90,12 @@ describe("HAProxy's config and runtime commands", () => {
     assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ networks: ["10.0.0.0"] }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected a network such as 10\.0\.0\.0\/16, received/);
     assert.throws(() => loadSettings({ env: { BOSUN_WEB: JSON.stringify({ advertise: { host: "a b", port: 80 } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_WEB: expected an IP address or a host name/);
   });
+
+  it("a bad target group setting names the setting and the value", () => {
+    const arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+    assert.equal(loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn }) }, cwd: "/nonexistent" }).targetGroup?.runBy, "coordinator");
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn: "web" }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: expected a target group ARN \(arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup\/NAME\/ID\), received "\{\\"arn\\":\\"web\\"\}"/);
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn, runBy: "cron" }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: .*"coordinator".*received ".*cron.*"/);
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn, networks: ["10.0.0.0"] }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: expected a network such as 10\.0\.0\.0\/16/);
+  });
 });

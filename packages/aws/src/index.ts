@@ -15,3 +15,4 @@ export * from "./verify.ts";
 export * from "./watch.ts";
 export * from "./identity.ts";
 export * from "./binlog.ts";
+export * from "./target-group.ts";

@@ -141,6 +141,8 @@ export const webSchema = z
   .strict();
 export type WebSettings = z.infer<typeof webSchema>;
 
+const networksSchema = z.array(z.string().regex(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "expected a network such as 10.0.0.0/16")).default([]);
+
 /** The balancer role's HAProxy: where it listens, how it checks web nodes, how it drains them. */
 export const balancerSchema = z
   .object({
@@ -173,10 +175,45 @@ export const balancerSchema = z
     /** How often the agent compares its servers with the fleet record in S3 (a missed event is made good). */
     resyncSeconds: z.number().int().min(1).max(86400).default(30),
     /** Networks (CIDR) web nodes' addresses must lie in; empty: any address. */
-    networks: z.array(z.string().regex(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "expected a network such as 10.0.0.0/16")).default([]),
+    networks: networksSchema,
+    /** A pair of balancers, one active holding the entry point, the other watching it (none: a single balancer). */
+    pair: z
+      .object({
+        /** The other balancer's check URL: its HAProxy answers the monitor path itself, without a web node. */
+        peer: z.url({ protocol: /^https?$/, error: "expected the other balancer's check URL, such as http://10.0.1.6/.bosun-lb" }),
+        /** How often the peer is checked, and how long one check may take. */
+        intervalMs: z.number().int().min(100).max(60_000).default(2000),
+        timeoutMs: z.number().int().min(50).max(60_000).default(1000),
+        /** Consecutive failed checks after which the standby takes the entry point over. */
+        failures: z.number().int().min(1).max(100).default(3),
+        /** Whether a recovered balancer takes the entry point back from a healthy peer (off: it stays standby). */
+        failback: z.boolean().default(false),
+        /** The entry point: an Elastic IP, associated with the active balancer's instance (the node id is the instance id). */
+        entry: z.object({ kind: z.literal("eip"), allocationId: z.string().regex(/^eipalloc-[0-9a-f]+$/, "expected an Elastic IP allocation id such as eipalloc-0123abcd") }).strict(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type BalancerSettings = z.infer<typeof balancerSchema>;
+export type PairSettings = NonNullable<BalancerSettings["pair"]>;
+
+/**
+ * An AWS target group (in front of an Application or Network Load Balancer) that follows the web
+ * nodes' node-up, node-down and drains, kept by the coordinator or by the balancer agents.
+ */
+export const targetGroupSchema = z
+  .object({
+    arn: z.string().regex(/^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup\/[A-Za-z0-9-]{1,32}\/[0-9a-f]{1,32}$/, "expected a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"),
+    /** Who follows the events and registers targets: the leading coordinator, or every balancer agent (registration is idempotent). */
+    runBy: z.enum(["coordinator", "balancer"]).default("coordinator"),
+    /** The group's target type: web nodes registered by instance id (their node id) or by advertised IP address. */
+    targetType: z.enum(["instance", "ip"]).default("instance"),
+    /** Networks (CIDR) web nodes' advertised addresses must lie in; empty: any address. */
+    networks: networksSchema,
+  })
+  .strict();
+export type TargetGroupSettings = z.infer<typeof targetGroupSchema>;
 
 /** How long backups are kept, grandfather-father-son, computed from what is in the bucket. */
 export const retentionSchema = z
@@ -246,6 +283,8 @@ export const settingsSchema = z.object({
   web: z.preprocess(json, webSchema).default({}),
   /** The balancer role's HAProxy (balancer nodes). */
   balancer: z.preprocess(json, balancerSchema).optional(),
+  /** An AWS target group that follows the web nodes (instead of, or beside, HAProxy balancers). */
+  targetGroup: z.preprocess(json, targetGroupSchema).optional(),
   /** Backup schedules and retention (the coordinator and `bosun backup prune`). */
   backups: z.preprocess(json, backupsSchema).default({ drillSchedule: "0 0 4 * * 0", retention: { hourly: 24, daily: 7, weekly: 4, monthly: 6, windowDays: 7 } }),
   devEndpoint: z.url().optional(),
@@ -276,6 +315,7 @@ export const settingEnv: Record<SettingName, string> = {
   db: "BOSUN_DB",
   web: "BOSUN_WEB",
   balancer: "BOSUN_BALANCER",
+  targetGroup: "BOSUN_TARGET_GROUP",
   backups: "BOSUN_BACKUPS",
   devEndpoint: "BOSUN_DEV_ENDPOINT",
   logLevel: "BOSUN_LOG_LEVEL",
