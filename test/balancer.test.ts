@@ -1,7 +1,5 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
@@ -9,47 +7,10 @@ import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { needs } from "./helpers/tools.ts";
 import { until } from "./helpers/until.ts";
-import { freePort, loadGenerator } from "./helpers/web.ts";
+import { Backend, freePort, loadGenerator } from "./helpers/web.ts";
 import { RuntimeApi } from "../packages/agent/src/roles/balancer/runtime.ts";
 
 const tools = needs({ haproxy: "haproxy" });
-
-/** A web node's site: a real HTTP server that names itself, with a check path and a slow page. */
-class Backend {
-  inFlight = 0;
-  served = 0;
-  readonly #server: Server;
-  readonly name: string;
-  port = 0;
-
-  constructor(name: string) {
-    this.name = name;
-    this.#server = createServer((request, response) => {
-      const url = new URL(request.url ?? "/", "http://x");
-      if (url.pathname === "/health") return void response.end("ok");
-      this.inFlight += 1;
-      const finish = () => {
-        this.inFlight -= 1;
-        this.served += 1;
-        response.end(this.name);
-      };
-      if (url.pathname === "/slow") setTimeout(finish, Number(url.searchParams.get("ms") ?? 2000));
-      else finish();
-    });
-  }
-
-  async start(): Promise<this> {
-    this.#server.listen(0, "127.0.0.1");
-    await once(this.#server, "listening");
-    this.port = (this.#server.address() as { port: number }).port;
-    return this;
-  }
-
-  close(): Promise<void> {
-    this.#server.closeAllConnections();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
-  }
-}
 
 describe("balancer role", { skip: tools.skip }, () => {
   let fleet: TestFleet;

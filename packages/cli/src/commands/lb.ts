@@ -31,6 +31,8 @@ function renderBalancers(balancers: BalancerStatus[], withTargetGroup: boolean):
   for (const b of balancers) {
     const r = b.report;
     lines.push(`${b.node} (${b.status}, seen ${ago(b.lastSeen, now)}): ${r ? `listening on ${r.listen}${r.pid ? `, haproxy pid ${r.pid}` : ""}` : "no report yet"}${r?.problem ? `; ${r.problem}` : ""}`);
+    const p = r?.pair;
+    if (p) lines.push(`  ${p.role.toUpperCase()} for ${p.entry}${p.holder ? `, held by ${p.holder}` : ", held by nobody"}; checks of ${p.peer} every ${p.intervalMs} ms, ${p.failedChecks} of ${p.threshold} failed in a row`);
     if (!r) continue;
     lines.push(
       r.backends.length === 0

@@ -19,6 +19,8 @@ import type { Role, RoleServices } from "../../role.ts";
 import { applyFact, fleetFacts, fleetRecordSchema, type WebFact } from "./backends.ts";
 import { Balancer, BalancerError } from "./balancer.ts";
 import { HaproxyError } from "./runtime.ts";
+import { MONITOR_PATH } from "./haproxy.ts";
+import { BalancerPair } from "./pair.ts";
 
 /** A balancer command's expected failure (an unknown node, HAProxy refusing) as a failed outcome with its code. */
 async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
@@ -109,6 +111,13 @@ export function balancerRole(services: RoleServices): Role {
     };
   }
   const balancer = settings && new Balancer({ logger: log, events: services.events }, { settings, dir: settings.dir ?? join(services.settings.stateDir, "haproxy"), node: services.node });
+  const pair =
+    settings?.pair &&
+    new BalancerPair(
+      { clients: services.clients, logger: log, events: services.events },
+      // Its own HAProxy checked where it listens (a wildcard bind answers on loopback).
+      { settings: settings.pair, node: services.node, self: `http://${/^(0\.0\.0\.0|\*|::)$/.test(settings.listen.host) ? "127.0.0.1" : settings.listen.host.includes(":") ? `[${settings.listen.host}]` : settings.listen.host}:${settings.listen.port}${MONITOR_PATH}` },
+    );
   let consumer: QueueConsumer | undefined;
   const timers: NodeJS.Timeout[] = [];
 
@@ -176,7 +185,7 @@ export function balancerRole(services: RoleServices): Role {
     async report(): Promise<BalancerReport> {
       try {
         if (!balancer) return { listen: "", backends: [], problem: `no HAProxy on this node; it keeps the target group ${targets!.group.arn}` };
-        return balancer.report();
+        return { ...balancer.report(), ...(pair ? { pair: pair.report() } : {}) };
       } catch (error) {
         return { listen: "", backends: [], problem: errorMessage(error).slice(0, 300) };
       }
@@ -185,6 +194,8 @@ export function balancerRole(services: RoleServices): Role {
       for (const timer of timers) clearInterval(timer);
       await consumer?.stopReceiving();
       await consumer?.drain(5000);
+      // The pair first: it hands the entry point over while this HAProxy still serves.
+      await pair?.close();
       await balancer?.close();
     },
   };
@@ -198,6 +209,7 @@ export function balancerRole(services: RoleServices): Role {
     const facts = await readFleet().catch((error: unknown) => (log.warn({ err: error }, "could not read the fleet record; starting with no backends"), []));
     await balancer?.start(facts, signal);
     if (signal.aborted) return;
+    pair?.start();
     const reconcileTargets = async (facts: WebFact[]) => void (targets && (await targets.group.reconcile(facts.map(learnTarget))));
     await reconcileTargets(facts).catch((error: unknown) => log.warn({ err: error }, "could not compare the target group with the fleet record"));
     const verifier = new EventVerifier({ trust: services.trust, keys: services.nodeKeyDirectory(), clock: services.clock }, { maxBytes: services.settings.maxMessageBytes });
