@@ -11,7 +11,7 @@ import { Moto, MotoAccount, motoMissing } from "./helpers/moto.ts";
 import { needs } from "./helpers/tools.ts";
 import { until } from "./helpers/until.ts";
 import { LocalServer, freePort } from "./helpers/web.ts";
-import { RuntimeApi } from "../packages/agent/src/roles/balancer/runtime.ts";
+import { haproxyProgram, killBalancer } from "./helpers/balancer.ts";
 
 const tools = needs({ haproxy: "haproxy" });
 const missing = motoMissing();
@@ -62,7 +62,6 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
   let fleet: TestFleet;
   let allocationId: string;
   const nodes: Record<"a" | "b", { id: string; port: number; dir: string; check: CheckPath; proc?: TestProcess }> = {} as never;
-  const program = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].find((p) => existsSync(p)) ?? "haproxy";
 
   const start = async (name: "a" | "b") => {
     const node = nodes[name];
@@ -70,7 +69,7 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
     node.proc = await fleet.startAgent(node.id, ["balancer"], {
       AWS_ENDPOINT_URL_EC2: moto.endpoint,
       BOSUN_BALANCER: JSON.stringify({
-        haproxy: program,
+        haproxy: haproxyProgram,
         dir: node.dir,
         listen: { host: "127.0.0.1", port: node.port },
         pollSeconds: 0.5,
@@ -82,15 +81,7 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
   const holder = () => account.holder(allocationId);
   const takeovers = () => fleet.events.items.filter((e) => e.type === "lb-takeover") as (Envelope & { payload: { node: { id: string }; reason: string; previous?: string; tookMs?: number; failedChecks: number } })[];
 
-  /** Kills a balancer as a dying node would: the agent and its HAProxy, no clean stop. */
-  const kill = async (name: "a" | "b") => {
-    const node = nodes[name];
-    const worker = await new RuntimeApi({ socket: join(node.dir, "admin.sock") }).pid();
-    const master = Number.parseInt(await readFile(join(node.dir, "haproxy.pid"), "utf8"), 10);
-    node.proc!.child.kill("SIGKILL");
-    await node.proc!.exited;
-    for (const pid of [master, worker]) if (existsSync(`/proc/${pid}`)) process.kill(pid, "SIGKILL");
-  };
+  const kill = (name: "a" | "b") => killBalancer(nodes[name].proc!, nodes[name].dir);
 
   before(async () => {
     moto = await Moto.start();
