@@ -47,6 +47,22 @@ describe("balancer role", { skip: tools.skip }, () => {
   /** Requests through HAProxy from four loops until stopped, counting failures (any status but 200, any error). */
   const startLoad = () => loadGenerator(`http://127.0.0.1:${listenPort}/`, () => new Set(backends.map((b) => b.name)), 4);
 
+  /**
+   * Two web nodes in the backend, load through HAProxy all along, and slow requests sent until
+   * one of them is being served by `slow`; `slowRequests` collects them all (each with when it ended).
+   */
+  async function slowRequestInFlight(slow: Backend, steady: Backend, ms: number, load: { current?: ReturnType<typeof startLoad> }, slowRequests: Promise<{ status: number; body: string; at: number }>[]): Promise<void> {
+    for (const b of [slow, steady]) await fleet.publish(webEvent("node-up", b.name, b.port));
+    await reaches([slow.name, steady.name]);
+    await until(async () => ((await servers()).get(slow.name)?.status === "UP" ? true : undefined), `${slow.name} to be checked up`);
+    load.current = startLoad();
+    await until(async () => {
+      slowRequests.push(get(`/slow?ms=${ms}`).then((r) => ({ ...r, at: Date.now() })));
+      await new Promise((r) => setTimeout(r, 50));
+      return slow.inFlight > 0 ? true : undefined;
+    }, `a slow request in flight on ${slow.name}`);
+  }
+
   /** Takes nodes out again, so each test leaves the backend as it found it. */
   async function remove(names: string[]): Promise<void> {
     await Promise.all(names.map((n) => fleet.publish(webEvent("node-down", n))));
@@ -187,20 +203,11 @@ describe("balancer role", { skip: tools.skip }, () => {
 
   it("a drain waits for an in-flight slow request to finish before the node goes, and no request fails", async () => {
     const [slow, steady] = await Promise.all([backend("drain-slow"), backend("drain-steady")]);
-    // Load through HAProxy all along.
-    let load: ReturnType<typeof startLoad> | undefined;
+    const running: { current?: ReturnType<typeof startLoad> } = {};
     const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
     try {
-      for (const b of [slow, steady]) await fleet.publish(webEvent("node-up", b.name, b.port));
-      await reaches([slow.name, steady.name]);
-      await until(async () => ((await servers()).get(slow.name)?.status === "UP" ? true : undefined), "drain-slow to be checked up");
-      load = startLoad();
-      // Slow requests until one of them is being served by drain-slow.
-      await until(async () => {
-        slowRequests.push(get("/slow?ms=3000").then((r) => ({ ...r, at: Date.now() })));
-        await new Promise((r) => setTimeout(r, 50));
-        return slow.inFlight > 0 ? true : undefined;
-      }, "a slow request in flight on drain-slow");
+      await slowRequestInFlight(slow, steady, 3000, running, slowRequests);
+      const load = running.current!;
 
       const drain = await fleet.bosun(["lb", "drain", slow.name, "--json", "--timeout", "60"]);
       const drainedAt = Date.now();
@@ -224,7 +231,34 @@ describe("balancer role", { skip: tools.skip }, () => {
       assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
       assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
     } finally {
-      await load?.stop();
+      await running.current?.stop();
+      await Promise.allSettled(slowRequests);
+      await remove([slow.name, steady.name]);
+    }
+  });
+
+  it("a web node decommissioned under load is drained before it goes: its slow request in flight finishes, and no request fails", async () => {
+    const [slow, steady] = await Promise.all([backend("leave-slow"), backend("leave-steady")]);
+    const running: { current?: ReturnType<typeof startLoad> } = {};
+    const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
+    try {
+      await slowRequestInFlight(slow, steady, 2500, running, slowRequests);
+      const load = running.current!;
+      const since = Date.now() - 1000;
+      // A node-down with reason "decommissioned", as a web agent sends when it is decommissioned.
+      await fleet.publish(webEvent("node-down", slow.name));
+      await lb.waitForLog((r) => r.msg === "a web node left on purpose: draining it before it goes" && r["backend"] === slow.name, "leave-slow to drain");
+      const update = await until(async () => updatesAfter(since).find((e) => e.payload.removed.includes(slow.name)), "leave-slow's removal", 30_000);
+      const finished = await Promise.all(slowRequests);
+      assert.ok(finished.every((r) => r.status === 200), `slow requests: ${finished.map((r) => r.status).join(",")}`);
+      // Removing it would have cut that request (its sessions are shut down): it was served whole instead.
+      assert.ok(finished.some((r) => r.body === slow.name), "a slow request was in flight on leave-slow as it left, and finished");
+      assert.equal(update.payload.via, "runtime");
+      const stats = await load.stop();
+      assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
+      assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
+    } finally {
+      await running.current?.stop();
       await Promise.allSettled(slowRequests);
       await remove([slow.name, steady.name]);
     }

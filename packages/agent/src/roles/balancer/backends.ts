@@ -10,6 +10,8 @@ export interface WebFact {
   /** When it was true: an event's issue time, or when the fleet record was written. */
   at: number;
   source: "event" | "fleet";
+  /** It left on purpose (decommissioned): drained before it goes, not cut. */
+  graceful?: boolean;
 }
 
 /**

@@ -85,7 +85,7 @@ export function factOf(type: string, issuedAt: string, payload: unknown): WebFac
     const address = (payload as EventPayload<"node-up">).report.web?.address;
     return { node: about.id, up: true, ...(address ? { address } : {}), at, source: "event" };
   }
-  if (type === "node-down") return { node: about.id, up: false, at, source: "event" };
+  if (type === "node-down") return { node: about.id, up: false, at, source: "event", ...((payload as EventPayload<"node-down">).reason === "decommissioned" ? { graceful: true } : {}) };
   return undefined;
 }
 
