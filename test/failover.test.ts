@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Envelope } from "@bosun/core";
-import { claimElasticIp, createAwsClients, describeElasticIp, destroyAwsClients } from "@bosun/aws";
+import { StateStore, claimElasticIp, createAwsClients, describeElasticIp, destroyAwsClients } from "@bosun/aws";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { Moto, MotoAccount, motoMissing } from "./helpers/moto.ts";
 import { needs } from "./helpers/tools.ts";
@@ -56,6 +56,20 @@ class CheckPath extends LocalServer {
   }
 }
 
+/** Starts one balancer of a pair: its HAProxy listening on `node.port`, checking the other balancer at `peerPort`. */
+async function startPairMember(fleet: TestFleet, node: { id: string; port: number; dir: string }, peerPort: number, entry: Record<string, unknown>, env: Record<string, string>): Promise<TestProcess> {
+  return fleet.startAgent(node.id, ["balancer"], {
+    ...env,
+    BOSUN_BALANCER: JSON.stringify({
+      haproxy: haproxyProgram,
+      dir: node.dir,
+      listen: { host: "127.0.0.1", port: node.port },
+      pollSeconds: 0.5,
+      pair: { peer: `http://127.0.0.1:${peerPort}/.bosun-lb`, intervalMs: INTERVAL_MS, timeoutMs: 300, failures: FAILURES, entry },
+    }),
+  });
+}
+
 describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)", { skip: tools.skip || missing || false }, () => {
   let moto: Moto;
   let account: MotoAccount;
@@ -65,17 +79,7 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
 
   const start = async (name: "a" | "b") => {
     const node = nodes[name];
-    const other = nodes[name === "a" ? "b" : "a"];
-    node.proc = await fleet.startAgent(node.id, ["balancer"], {
-      AWS_ENDPOINT_URL_EC2: moto.endpoint,
-      BOSUN_BALANCER: JSON.stringify({
-        haproxy: haproxyProgram,
-        dir: node.dir,
-        listen: { host: "127.0.0.1", port: node.port },
-        pollSeconds: 0.5,
-        pair: { peer: `http://127.0.0.1:${other.check.port}/.bosun-lb`, intervalMs: INTERVAL_MS, timeoutMs: 300, failures: FAILURES, entry: { kind: "eip", allocationId } },
-      }),
-    });
+    node.proc = await startPairMember(fleet, node, nodes[name === "a" ? "b" : "a"].check.port, { kind: "eip", allocationId }, { AWS_ENDPOINT_URL_EC2: moto.endpoint });
     return node.proc;
   };
   const holder = () => account.holder(allocationId);
@@ -96,10 +100,10 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
     }
     // a first, so it is the one that finds the address unheld and takes it.
     const first = await start("a");
-    await first.waitForLog((r) => r.msg === "took over the entry point: active", "a to take the unheld address", 20_000);
+    await first.waitForLog((r) => r.msg === "took over the entry point: active", "a to take the unheld address", 30_000);
     assert.equal(await holder(), nodes.a.id);
     const second = await start("b");
-    await second.waitForLog((r) => /standby/.test(String(r.msg)), "b to stand by", 20_000);
+    await second.waitForLog((r) => /standby/.test(String(r.msg)), "b to stand by", 30_000);
   });
 
   after(async () => {
@@ -195,5 +199,68 @@ describe("a pair of balancers holds one Elastic IP (EC2 on moto, real HAProxy)",
     } finally {
       await coordinator.stop(15_000);
     }
+  });
+});
+
+describe("a pair of balancers holds one Route 53 record under an S3 lease (Route 53 and S3 on moto, real HAProxy)", { skip: tools.skip || missing || false }, () => {
+  let moto: Moto;
+  let account: MotoAccount;
+  let fleet: TestFleet;
+  let zoneId: string;
+  const name = "www.bosun-test.example";
+  const nodes: Record<"a" | "b", { id: string; address: string; port: number; dir: string; proc?: TestProcess }> = {} as never;
+
+  const start = async (which: "a" | "b") => {
+    const node = nodes[which];
+    const entry = { kind: "route53", hostedZoneId: zoneId, name, address: node.address, ttlSeconds: 5 };
+    node.proc = await startPairMember(fleet, node, nodes[which === "a" ? "b" : "a"].port, entry, { AWS_ENDPOINT_URL_ROUTE_53: moto.endpoint });
+    return node.proc;
+  };
+
+  before(async () => {
+    moto = await Moto.start();
+    account = new MotoAccount(moto.endpoint);
+    zoneId = await account.hostedZone("bosun-test.example");
+    // The lease needs an S3 that enforces conditional writes, as AWS does: moto's.
+    fleet = await TestFleet.start({ lostAfterSeconds: 600 }, { s3Endpoint: moto.endpoint });
+    for (const [which, address] of [["a", "203.0.113.11"], ["b", "203.0.113.12"]] as const) {
+      nodes[which] = { id: `lb-${which}`, address, port: await freePort(), dir: join(fleet.dir, `haproxy-dns-${which}`) };
+    }
+  });
+
+  after(async () => {
+    await fleet?.close();
+    account?.close();
+    await moto?.stop();
+  });
+
+  it("the record points at the active; when it dies the standby takes the lease and points the record at itself in time; the recovered one stays standby", async () => {
+    await (await start("a")).waitForLog((r) => r.msg === "took over the entry point: active", "a to take the unheld record", 30_000);
+    assert.deepEqual(await account.aRecord(zoneId, name), [nodes.a.address]);
+    await (await start("b")).waitForLog((r) => /standby/.test(String(r.msg)), "b to stand by", 30_000);
+
+    const began = Date.now();
+    await killBalancer(nodes.a.proc!, nodes.a.dir);
+    // The lease lasts interval × (failures + 1) unrenewed; the standby's failed checks run meanwhile.
+    const within = INTERVAL_MS * (FAILURES + 1) + TAKEOVER_WITHIN_MS;
+    await until(async () => ((await account.aRecord(zoneId, name))[0] === nodes.b.address ? true : undefined), "the record to point at b", within, 50);
+    assert.ok(Date.now() - began <= within);
+    const event = await fleet.waitForEvent((e) => e.type === "lb-takeover" && (e.payload as { node: { id: string } }).node.id === nodes.b.id, "b's takeover event");
+    assert.deepEqual({ reason: (event.payload as { reason: string }).reason, previous: (event.payload as { previous?: string }).previous }, { reason: "peer-failed", previous: nodes.a.id });
+
+    // a comes back: the lease is b's and renewed, so a stays standby and never writes the record.
+    const back = await start("a");
+    await back.waitForLog((r) => r.msg === "another balancer holds the entry point, or nobody: standby" && r["holder"] === nodes.b.id, "a to come back as standby", 20_000);
+    // Each renewal of b's lease is a round, in which a checks b too: past the threshold, a grab-back would have happened.
+    const store = new StateStore({ clients: fleet.clients }, { bucket: `b-${fleet.cluster}` });
+    const renewals = new Set<string>();
+    await until(async () => {
+      const lease = await store.get<{ holder: string; expiresAt: string }>(`state/leases/lb-${name}.json`);
+      assert.equal(lease?.holder, nodes.b.id);
+      renewals.add(lease.expiresAt);
+      return renewals.size > FAILURES + 2 ? true : undefined;
+    }, "b to renew its lease several times", 20_000, 50);
+    assert.deepEqual(await account.aRecord(zoneId, name), [nodes.b.address]);
+    assert.equal(fleet.events.items.filter((e) => e.type === "lb-takeover" && (e.payload as { node: { id: string } }).node.id === nodes.a.id && Date.parse(e.issuedAt) > began).length, 0);
   });
 });

@@ -3,6 +3,7 @@ import { freePort } from "./web.ts";
 import { onPath } from "./tools.ts";
 import { ChildServer } from "./process.ts";
 import { AllocateAddressCommand, CreateSubnetCommand, CreateVpcCommand, DescribeAddressesCommand, EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
+import { CreateHostedZoneCommand, ListResourceRecordSetsCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { CreateTargetGroupCommand, DescribeTargetHealthCommand, ElasticLoadBalancingV2Client, ModifyTargetGroupAttributesCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 
 /** Why moto cannot run here, or undefined when it can. */
@@ -53,11 +54,26 @@ export class Moto extends ChildServer {
 export class MotoAccount {
   readonly ec2: EC2Client;
   readonly elbv2: ElasticLoadBalancingV2Client;
+  readonly route53: Route53Client;
 
   constructor(endpoint: string) {
     const config = { endpoint, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } };
     this.ec2 = new EC2Client(config);
     this.elbv2 = new ElasticLoadBalancingV2Client(config);
+    this.route53 = new Route53Client(config);
+  }
+
+  /** A public hosted zone; its id without the "/hostedzone/" prefix, as Bosun's settings take it. */
+  async hostedZone(name: string): Promise<string> {
+    const out = await this.route53.send(new CreateHostedZoneCommand({ Name: name, CallerReference: `${name}-${Date.now()}` }));
+    return out.HostedZone!.Id!.replace(/^\/hostedzone\//, "");
+  }
+
+  /** The values of an A record now. */
+  async aRecord(zoneId: string, name: string): Promise<string[]> {
+    const out = await this.route53.send(new ListResourceRecordSetsCommand({ HostedZoneId: zoneId }));
+    const set = out.ResourceRecordSets?.find((r) => r.Name === (name.endsWith(".") ? name : `${name}.`) && r.Type === "A");
+    return (set?.ResourceRecords ?? []).map((r) => r.Value ?? "");
   }
 
   /** A VPC with one subnet, both in `cidr` (a /16; the subnet is its first /24). */
@@ -103,5 +119,6 @@ export class MotoAccount {
   close(): void {
     this.ec2.destroy();
     this.elbv2.destroy();
+    this.route53.destroy();
   }
 }

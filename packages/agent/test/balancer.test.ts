@@ -98,6 +98,10 @@ describe("HAProxy's config and runtime commands", () => {
     assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, peer: "10.0.1.6" } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected the other balancer's check URL, such as http:\/\/10\.0\.1\.6\/\.bosun-lb, received ".*10\.0\.1\.6/);
     assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { kind: "eip", allocationId: "1.2.3.4" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected an Elastic IP allocation id such as eipalloc-0123abcd, received/);
     assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, failures: 0 } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: .*>=1.*received/);
+    const dns = { kind: "route53", hostedZoneId: "Z0123456789ABC", name: "www.example.com", address: "203.0.113.10" };
+    assert.equal(loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: dns } }) }, cwd: "/nonexistent" }).balancer?.pair?.entry.kind, "route53");
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { ...dns, address: "www" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected this balancer's public IPv4 address, received/);
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { ...dns, hostedZoneId: "/hostedzone/x" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected a Route 53 hosted zone id/);
   });
 
   it("a bad target group setting names the setting and the value", () => {

@@ -9,6 +9,7 @@ export * from "./objects.ts";
 export * from "./backups.ts";
 export * from "./ebs.ts";
 export * from "./elastic-ip.ts";
+export * from "./dns-record.ts";
 export * from "./lease.ts";
 export * from "./records.ts";
 export * from "./node-keys.ts";

@@ -188,8 +188,24 @@ export const balancerSchema = z
         failures: z.number().int().min(1).max(100).default(3),
         /** Whether a recovered balancer takes the entry point back from a healthy peer (off: it stays standby). */
         failback: z.boolean().default(false),
-        /** The entry point: an Elastic IP, associated with the active balancer's instance (the node id is the instance id). */
-        entry: z.object({ kind: z.literal("eip"), allocationId: z.string().regex(/^eipalloc-[0-9a-f]+$/, "expected an Elastic IP allocation id such as eipalloc-0123abcd") }).strict(),
+        /**
+         * The entry point: an Elastic IP associated with the active balancer's instance (the node id
+         * is the instance id), or a Route 53 A record pointed at the active balancer's `address`,
+         * held under a lease in S3 that the active renews every interval.
+         */
+        entry: z.discriminatedUnion("kind", [
+          z.object({ kind: z.literal("eip"), allocationId: z.string().regex(/^eipalloc-[0-9a-f]+$/, "expected an Elastic IP allocation id such as eipalloc-0123abcd") }).strict(),
+          z
+            .object({
+              kind: z.literal("route53"),
+              hostedZoneId: z.string().regex(/^[A-Z0-9]{1,32}$/, "expected a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ"),
+              name: z.string().regex(/^([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}\.?$/, "expected a record name such as www.example.com"),
+              /** This balancer's public address: the record's value while it is active. */
+              address: z.ipv4({ error: "expected this balancer's public IPv4 address" }),
+              ttlSeconds: z.number().int().min(1).max(300).default(10),
+            })
+            .strict(),
+        ]),
       })
       .strict()
       .optional(),

@@ -4,6 +4,7 @@ import {
   QueueConsumer,
   TargetGroup,
   elbv2Provider,
+  route53Provider,
   ensureSubscribedQueue,
   ensureTopic,
   names,
@@ -13,7 +14,7 @@ import {
   type ReceivedMessage,
   type WebNodeFact,
 } from "@bosun/aws";
-import { errorMessage, lbDrainContract, lbEnableContract, type BalancerReport, type EventPayload } from "@bosun/core";
+import { errorMessage, lbDrainContract, lbEnableContract, type BalancerReport, type EventPayload, type PairSettings } from "@bosun/core";
 import { defineCommand, type CommandDefinition, type CommandOutcome } from "../../command.ts";
 import type { Role, RoleServices } from "../../role.ts";
 import { applyFact, fleetFacts, fleetRecordSchema, type WebFact } from "./backends.ts";
@@ -21,6 +22,7 @@ import { Balancer, BalancerError } from "./balancer.ts";
 import { HaproxyError } from "./runtime.ts";
 import { MONITOR_PATH } from "./haproxy.ts";
 import { BalancerPair } from "./pair.ts";
+import { elasticIpEntry, route53Entry, type EntryPoint } from "./entry.ts";
 
 /** A balancer command's expected failure (an unknown node, HAProxy refusing) as a failed outcome with its code. */
 async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
@@ -30,6 +32,14 @@ async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
     if (error instanceof BalancerError || error instanceof HaproxyError) return { status: "failed", code: error.code, error: error.message };
     throw error;
   }
+}
+
+/** The entry point a pair of balancers shares, as its settings name it. */
+function pairEntry(services: RoleServices, pair: PairSettings): EntryPoint {
+  const entry = pair.entry;
+  if (entry.kind === "eip") return elasticIpEntry(services.clients, entry.allocationId, services.node.id);
+  // The lease outlives one missed renewal by a margin: the standby's own checks take failures × interval anyway.
+  return route53Entry({ route53: route53Provider(), store: services.store, clock: services.clock }, { entry, node: services.node.id, ttlMs: pair.intervalMs * (pair.failures + 1) });
 }
 
 /** The target group this balancer keeps, with what it knows of each web node (a drain needs the node's address). */
@@ -114,7 +124,7 @@ export function balancerRole(services: RoleServices): Role {
   const pair =
     settings?.pair &&
     new BalancerPair(
-      { clients: services.clients, logger: log, events: services.events },
+      { entry: pairEntry(services, settings.pair), logger: log, events: services.events },
       // Its own HAProxy checked where it listens (a wildcard bind answers on loopback).
       { settings: settings.pair, node: services.node, self: `http://${/^(0\.0\.0\.0|\*|::)$/.test(settings.listen.host) ? "127.0.0.1" : settings.listen.host.includes(":") ? `[${settings.listen.host}]` : settings.listen.host}:${settings.listen.port}${MONITOR_PATH}` },
     );
