@@ -7,6 +7,7 @@ import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { needs } from "./helpers/tools.ts";
 import { until } from "./helpers/until.ts";
+import { balancerSettings } from "./helpers/balancer.ts";
 import { Backend, freePort, loadGenerator } from "./helpers/web.ts";
 import { RuntimeApi } from "../packages/agent/src/roles/balancer/runtime.ts";
 
@@ -84,12 +85,8 @@ describe("balancer role", { skip: tools.skip }, () => {
     await fleet.startCoordinator();
     listenPort = await freePort();
     haproxyDir = join(fleet.dir, "haproxy-lb-1");
-    const program = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].find((p) => existsSync(p)) ?? "haproxy";
     env = {
-      BOSUN_BALANCER: JSON.stringify({
-        haproxy: program,
-        dir: haproxyDir,
-        listen: { host: "127.0.0.1", port: listenPort },
+      BOSUN_BALANCER: balancerSettings(haproxyDir, listenPort, {
         check: { path: "/health", interMs: 300, fall: 2, rise: 1 },
         // Fifty events published from this process (which also runs the emulator) can take over a second on a loaded machine.
         debounceMs: 2000,

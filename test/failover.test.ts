@@ -11,7 +11,7 @@ import { Moto, MotoAccount, motoMissing } from "./helpers/moto.ts";
 import { needs } from "./helpers/tools.ts";
 import { until } from "./helpers/until.ts";
 import { LocalServer, freePort } from "./helpers/web.ts";
-import { haproxyProgram, killBalancer } from "./helpers/balancer.ts";
+import { balancerSettings, killBalancer } from "./helpers/balancer.ts";
 
 const tools = needs({ haproxy: "haproxy" });
 const missing = motoMissing();
@@ -60,10 +60,7 @@ class CheckPath extends LocalServer {
 async function startPairMember(fleet: TestFleet, node: { id: string; port: number; dir: string }, peerPort: number, entry: Record<string, unknown>, env: Record<string, string>): Promise<TestProcess> {
   return fleet.startAgent(node.id, ["balancer"], {
     ...env,
-    BOSUN_BALANCER: JSON.stringify({
-      haproxy: haproxyProgram,
-      dir: node.dir,
-      listen: { host: "127.0.0.1", port: node.port },
+    BOSUN_BALANCER: balancerSettings(node.dir, node.port, {
       pollSeconds: 0.5,
       pair: { peer: `http://127.0.0.1:${peerPort}/.bosun-lb`, intervalMs: INTERVAL_MS, timeoutMs: 300, failures: FAILURES, entry },
     }),

@@ -15,3 +15,8 @@ export async function killBalancer(agent: TestProcess, haproxyDir: string): Prom
   await agent.exited;
   for (const pid of [master, worker]) if (existsSync(`/proc/${pid}`)) process.kill(pid, "SIGKILL");
 }
+
+/** BOSUN_BALANCER for a test's balancer: Debian's HAProxy in `dir`, listening on 127.0.0.1:`port`, with the test's own settings. */
+export function balancerSettings(dir: string, port: number, settings: Record<string, unknown> = {}): string {
+  return JSON.stringify({ haproxy: haproxyProgram, dir, listen: { host: "127.0.0.1", port }, ...settings });
+}
