@@ -56,7 +56,7 @@ describe("binlog event framing (headers only)", () => {
   it("cuts after the last complete event, never inside one, and sees a rotate event close the file", () => {
     const file = Buffer.concat([magic, event(4, 100, { timestamp: 0, type: 15 }), event(104, 50, { timestamp: 1_764_633_601 }), event(154, 40, { type: 4, timestamp: 1_764_633_602 })]);
     const whole = completeEvents(file, 0);
-    assert.deepEqual(whole, { end: 194, events: 3, firstTimestamp: 1_764_633_601, lastTimestamp: 1_764_633_602, closes: true });
+    assert.deepEqual(whole, { end: 194, events: 3, firstTimestamp: 1_764_633_601, lastTimestamp: 1_764_633_602, closes: true, gtids: {} });
     const partial = completeEvents(file.subarray(0, 170), 0);
     assert.equal(partial.end, 154, "the event cut off at 170 is left for the next segment");
     assert.equal(partial.closes, false);

@@ -20,7 +20,7 @@ const run = promisify(execFile);
 
 // S3 is moto's here, not the emulator's: moto lists multipart uploads (the emulator lists none), so "no parts left behind" can be seen.
 // A missing MariaDB tool fails the file, naming its package (.ci/run installs them); moto, which Debian does not package, skips it saying how to install it.
-const missing = needs(mariadbTools).skip || motoMissing();
+const missing = needs({ ...mariadbTools, zstd: "zstd" }).skip || motoMissing();
 
 interface Done {
   snapshot: string;
@@ -383,6 +383,24 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     assert.match((result.payload as { error: string }).error, /mariadb-dump (exited|was killed)/);
     assert.deepEqual(await pendingUploads(fleet.clients, `b-${fleet.cluster}`, backupKeys.snapshots), []);
     lone = await MariaDb.run(lone.dir, lone.port, lone.serverId);
+  });
+
+  it("the compressor dying mid-backup fails the backup naming it (not the broken pipe it leaves), and aborts the upload", async () => {
+    proxy.reset();
+    proxy.rule = (req) => (req.method === "PUT" && /[?&]partNumber=/.test(req.url) ? "hold" : "pass");
+    const command = fleet.command("backup-now", { kind: "logical" }, { nodes: ["db-4"] });
+    try {
+      await fleet.publish(command);
+      await proxy.waitFor((r) => r.action === "hold", "the first part of the upload");
+      const { stdout } = await run("pgrep", ["-P", String(loneAgent.child.pid), "-x", "zstd"]);
+      for (const pid of stdout.split("\n").filter(Boolean)) process.kill(Number(pid), "SIGKILL");
+    } finally {
+      proxy.release();
+    }
+    const result = await resultOf(command.id, "db-4");
+    assert.equal(result.type, "failed");
+    assert.match((result.payload as { error: string }).error, /zstd was killed by SIGKILL/);
+    assert.deepEqual(await pendingUploads(fleet.clients, `b-${fleet.cluster}`, backupKeys.snapshots), []);
   });
 
   it("an agent killed mid-upload: its next run aborts the upload, gives up the lease and reports the backup failed; the next backup runs", async () => {

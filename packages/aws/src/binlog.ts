@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { binlogSegmentRecord, errorMessage, type BinlogSegment } from "@bosun/core";
+import { binlogSegmentRecord, dbPrimaryRecord, errorMessage, type BinlogSegment, type DbPrimary } from "@bosun/core";
 import type { AwsClients } from "./clients.ts";
 import type { NodeKeyDirectory } from "./node-keys.ts";
 import { downloadStream, listObjects, listPrefixes } from "./objects.ts";
@@ -160,4 +160,19 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T
     }),
   );
   return out;
+}
+
+/** Where the cluster's primary is named (see dbPrimaryRecord). */
+export const dbPrimaryKey = "state/db/primary.json";
+
+export type PrimaryRead = { ok: true; primary: DbPrimary | undefined; etag?: string } | { ok: false; problem: string; etag: string };
+
+/** The cluster's primary as its signed record says (undefined: no promotion yet), with the ETag a conditional write names. */
+export async function readPrimary(deps: { store: StateStore; keys: NodeKeyDirectory }): Promise<PrimaryRead> {
+  const current = await deps.store.getVersioned(dbPrimaryKey);
+  if (!current) return { ok: true, primary: undefined };
+  const read = await verifyNodeRecord(current.value, dbPrimaryRecord, deps.keys);
+  if (!read.ok) return { ok: false, problem: `${dbPrimaryKey} is refused: ${read.error.reason}: ${read.error.detail}`, etag: current.etag };
+  if (read.value.payload.node !== read.value.node) return { ok: false, problem: `${dbPrimaryKey} names ${read.value.payload.node} but is signed by ${read.value.node}`, etag: current.etag };
+  return { ok: true, primary: read.value.payload, etag: current.etag };
 }

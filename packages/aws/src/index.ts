@@ -17,4 +17,5 @@ export * from "./verify.ts";
 export * from "./watch.ts";
 export * from "./identity.ts";
 export * from "./binlog.ts";
+export * from "./pitr.ts";
 export * from "./target-group.ts";

@@ -403,9 +403,12 @@ backup
 
 program
   .command("restore")
-  .description("Restore a snapshot into a db node's server, every object checked before the server is touched")
+  .description("Restore a snapshot into a db node's server, every object checked before the server is touched; or restore to a point in time")
   .requiredOption("--node <id>", "the db node whose server is replaced")
-  .option("--snapshot <id>", "the snapshot (default: the latest complete logical or physical one)")
+  .option("--snapshot <id>", "the snapshot (default: the latest complete logical or physical one; with --to, the newest before the point)")
+  .option("--to <point>", "then replay the shipped binary log up to this point, not applying the transaction at it: an RFC 3339 time, a GTID, FILE:POSITION, or latest")
+  .option("--dry-run", "with --to: print the plan (snapshot, segments, bytes, estimated time) and send nothing")
+  .option("--promote", "then make the node the cluster's primary: it ships under a new epoch, a db-primary event names it, and the old primary stops shipping")
   .option("--replica-of <primary|host:port>", "then replicate from this server to catch up (primary: the db node reporting itself primary)")
   .option("--wait", "follow the restore to its end; exit 1 if it failed")
   .option("--timeout <seconds>", "how long --wait waits", positiveInt("--timeout"), 6 * 3600)
@@ -415,17 +418,56 @@ program
     `
 A physical snapshot replaces the data directory (the old one is put back if anything fails); a
 logical one is loaded into the running server (if that fails part-way, the server is stopped: its
-data is half-restored). The server keeps its own server id.`,
+data is half-restored). The server keeps its own server id.
+
+Point in time (--to): the plan is made from the signed binary-log index before anything is sent:
+the newest snapshot whose data stands before the point, and every segment from its coordinates to
+the point, each following the one before. The node downloads the segments and checks each one's
+SHA-256, then restores the snapshot and replays up to the point. The transaction at the point is
+not applied ("just before the DROP"):
+  --to 2026-12-02T09:14:00Z   stops before the first transaction the log stamps at or after that
+                              second (the binary log keeps whole seconds)
+  --to 0-1-4711               stops before the transaction with that GTID
+  --to mariadb-bin.000042:1234  stops before the transaction holding that position
+  --to latest                 replays every whole transaction shipped
+Find the GTID of a bad statement with mariadb-binlog on the primary, or bosun restore --dry-run.
+
+--promote makes the restored node the cluster's primary (a signed state/db/primary.json record,
+generation by generation, and a db-primary event); any other primary stops shipping its binary
+log within seconds and raises DB_NOT_PRIMARY. Point the application at the new primary yourself.`,
   )
-  .action(async (opts: { node: string; snapshot?: string; replicaOf?: string; wait?: boolean; timeout: number; json?: boolean }) => {
-    const { restoreNode, renderOperation } = await import("./commands/backup.ts");
+  .action(async (opts: { node: string; snapshot?: string; to?: string; dryRun?: boolean; promote?: boolean; replicaOf?: string; wait?: boolean; timeout: number; json?: boolean }) => {
+    const { planRestore, restoreNode, renderOperation, renderPlan } = await import("./commands/backup.ts");
+    if (opts.dryRun) {
+      if (!opts.to) throw new InvalidArgumentError("--dry-run plans a point-in-time restore: give --to as well");
+      const plan = await withContext((ctx) => planRestore(ctx, { to: opts.to!, ...(opts.snapshot ? { snapshot: opts.snapshot } : {}) }));
+      await print(opts.json, plan, renderPlan);
+      return;
+    }
     const view = await progress(Boolean(opts.json), `restore → ${opts.node}`);
     const result = await withContext((ctx) =>
-      restoreNode(ctx, { node: opts.node, snapshot: opts.snapshot, replicaOf: opts.replicaOf, wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
+      restoreNode(ctx, { node: opts.node, snapshot: opts.snapshot, replicaOf: opts.replicaOf, to: opts.to, promote: Boolean(opts.promote), wait: Boolean(opts.wait), timeoutSeconds: opts.timeout, onProgress: view.update }),
     );
     view.done();
     await print(opts.json, result, (r) => renderOperation(r, { withTable: !liveView() }));
     if (result.result && !result.result.ok) process.exitCode = EXIT.failed;
+  });
+
+const db = program.command("db").description("The database cluster: primary, replicas, shipping and the restore window");
+
+db.command("status")
+  .description("Primary and replicas (threads, lag), binary-log shipping lag, the archive, the latest snapshot and the oldest point a restore can reach")
+  .option("--json", "print the result as JSON")
+  .addHelpText(
+    "after",
+    `
+Node state is from the nodes' heartbeats (every heartbeatSeconds); a replica's agent also raises
+an alert event as soon as a thread stops or its lag passes db.health.lagAlertSeconds. The archive
+and snapshots are read from S3 as they are now.`,
+  )
+  .action(async (opts: { json?: boolean }) => {
+    const { dbStatus, renderDbStatus } = await import("./commands/db.ts");
+    await print(opts.json, await withContext((ctx) => dbStatus(ctx)), renderDbStatus);
   });
 
 const lb = program

@@ -7,5 +7,7 @@ export * from "./procedures/rollout.ts";
 export { desiredReleases } from "./procedures/desired.ts";
 export { resolveRef } from "./procedures/git.ts";
 export * from "./procedures/backups.ts";
+export * from "./procedures/db-status.ts";
 export * from "./retention.ts";
+export type { RecoveryPlan } from "@bosun/aws";
 export * from "./procedures/balancer.ts";

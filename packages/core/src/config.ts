@@ -126,9 +126,32 @@ export const dbSchema = z
         maxSegmentMB: z.number().int().min(1).max(256).default(8),
         /** An alert when the oldest byte not yet in S3 was written longer ago than this. */
         behindAlertSeconds: z.number().int().min(1).max(86_400).default(60),
+        /**
+         * Zero-loss mode (opt-in, on a primary): the agent is a semi-synchronous replica of its own
+         * server and acknowledges a commit only once it is in S3, so a commit returns to the
+         * application only then; after timeoutMs without an acknowledgement the server goes on
+         * asynchronously (and the agent says so). serverId: the id the agent's replication
+         * connection uses, unique among the cluster's servers.
+         */
+        zeroLoss: z
+          .object({
+            enabled: z.boolean().default(false),
+            timeoutMs: z.number().int().min(100).max(600_000).default(2000),
+            serverId: z.number().int().min(1).max(4_294_967_295).default(4_294_967_000),
+          })
+          .strict()
+          .default({ enabled: false, timeoutMs: 2000, serverId: 4_294_967_000 }),
       })
       .strict()
-      .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60 }),
+      .default({ enabled: "auto", intervalMs: 1000, maxSegmentMB: 8, behindAlertSeconds: 60, zeroLoss: { enabled: false, timeoutMs: 2000, serverId: 4_294_967_000 } }),
+    /** How often a replica's replication is looked at, and the lag that raises an alert. */
+    health: z
+      .object({
+        intervalSeconds: z.number().int().min(1).max(3600).default(5),
+        lagAlertSeconds: z.number().int().min(1).max(86_400).default(30),
+      })
+      .strict()
+      .default({ intervalSeconds: 5, lagAlertSeconds: 30 }),
   })
   .strict();
 export type DbSettings = z.infer<typeof dbSchema>;

@@ -1,8 +1,8 @@
-import type { BackupDetail, BinlogVerifyResult, PruneResult, SendResult, SnapshotSummary, VerifyResult } from "@bosun/coordinator";
+import type { BackupDetail, BinlogVerifyResult, PruneResult, RecoveryPlan, SendResult, SnapshotSummary, VerifyResult } from "@bosun/coordinator";
 import { ago, table } from "../render.ts";
 import { renderSend } from "./send.ts";
 
-export { backupNow, drillNow, listBackups, pruneBackups, restoreNode, showBackup, verifyBackup, verifyBinlog } from "@bosun/coordinator";
+export { backupNow, drillNow, listBackups, planRestore, pruneBackups, restoreNode, showBackup, verifyBackup, verifyBinlog } from "@bosun/coordinator";
 
 export function bytes(n: number | undefined): string {
   if (n === undefined) return "-";
@@ -26,6 +26,10 @@ function resultLine(result: SendResult): string | undefined {
   if (r["joined"] === true) return `A backup was already running: this request waited for it. Snapshot ${String(r["snapshot"])}`;
   if (typeof r["storedBytes"] === "number") {
     return `Snapshot ${String(r["snapshot"])}: ${bytes(r["sourceBytes"] as number)} from the database, ${bytes(r["storedBytes"])} stored, in ${((r["durationMs"] as number) / 1000).toFixed(1)} s`;
+  }
+  const reached = r["reached"] as { file: string; position: number; gtid: string; lastTransactionAt?: string; transactions: number } | undefined;
+  if (reached) {
+    return `Restored ${String(r["snapshot"])} and replayed ${reached.transactions} transaction(s) from ${String(r["segments"])} segment(s) (${bytes(r["binlogBytes"] as number)}) to ${String(r["target"])}: the data stands at ${reached.file}:${reached.position}, GTID ${reached.gtid || "none"}${reached.lastTransactionAt ? `, last transaction at ${reached.lastTransactionAt}` : ""}; in ${((r["durationMs"] as number) / 1000).toFixed(1)} s (replay ${((r["replayMs"] as number) / 1000).toFixed(1)} s)`;
   }
   if (typeof r["restoredBytes"] === "number") return `Restored ${String(r["snapshot"])} (${bytes(r["restoredBytes"])}) in ${((r["durationMs"] as number) / 1000).toFixed(1)} s; server id ${String(r["serverId"])}`;
   return undefined;
@@ -105,4 +109,17 @@ export function renderPrune(result: PruneResult): string {
   for (const l of result.leave) lines.push(`  leave  ${l.id}: ${l.reason}`);
   if (result.windowBase) lines.push(`Restores inside the window start from ${result.windowBase} at the oldest.`);
   return lines.join("\n");
+}
+
+/** A point-in-time restore's plan, as --dry-run prints it. */
+export function renderPlan(plan: RecoveryPlan): string {
+  const s = plan.snapshot;
+  const files = [...new Set(plan.segments.map((g) => g.file))];
+  return [
+    `Restore to ${plan.target}`,
+    `  snapshot   ${s.id} (${s.kind}, ${bytes(s.sourceBytes)}, taken on ${s.node}; data as of ${s.consistentAt}, ${s.coordinates.file}:${s.coordinates.position}, GTID ${s.coordinates.gtid || "none"})`,
+    `  binlog     ${plan.segments.length} segment(s) of ${plan.server}: ${plan.segments[0]!.seq} to ${plan.segments.at(-1)!.seq}, ${files.length === 1 ? files[0] : `${files[0]} to ${files.at(-1)}`}, events from ${plan.span.from} to ${plan.span.to}`,
+    `  download   ${bytes(plan.binlogBytes)}${plan.headers.length ? ` (with ${plan.headers.length} file header segment(s))` : ""}; each segment is checked against its SHA-256 on the node before the server is touched`,
+    `  estimate   about ${plan.estimate.seconds} s (${plan.estimate.basis})`,
+  ].join("\n");
 }

@@ -5,14 +5,16 @@ import {
   drillReportsOf,
   listBinlogServers,
   listSnapshots,
+  planRecovery,
   readSnapshot,
   removeSnapshot,
   verifyChain,
   verifyObject,
   type ChainReport,
+  type RecoveryPlan,
   type StoredSnapshot,
 } from "@bosun/aws";
-import { ConfigError, binlogServerPattern, errorMessage, type BackupManifest, type DrillReport, type SnapshotKind } from "@bosun/core";
+import { ConfigError, binlogServerPattern, errorMessage, parseRestoreTarget, type RestoreTarget, type BackupManifest, type DrillReport, type SnapshotKind } from "@bosun/core";
 import { loadNodeRecords, type NodeRecord } from "../fleet.ts";
 import { retentionPlan, type RetentionPlan } from "../retention.ts";
 import type { Issuer } from "./issuer.ts";
@@ -60,18 +62,40 @@ export async function backupNow(issuer: Issuer, options: FollowOptions & { node?
   return sendCommand(issuer, { type: "backup-now", target: `node:${node}`, payload, wait: options.wait, timeoutSeconds: options.timeoutSeconds, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
 }
 
-export async function restoreNode(issuer: Issuer, options: FollowOptions & { node: string; snapshot?: string; replicaOf?: string }): Promise<SendResult & { snapshot: string }> {
-  const snapshot = options.snapshot ?? (await latestSnapshot(issuer, ["logical", "physical"])).snapshot;
+/** A restore's target point, read once for the CLI: a clear error naming --to. */
+function restoreTarget(to: string): RestoreTarget {
+  const parsed = parseRestoreTarget(to);
+  if (!parsed.ok) throw new ConfigError(`--to: ${parsed.problem}`);
+  return parsed.target;
+}
+
+/**
+ * What a point-in-time restore would do (the snapshot, the segments, the bytes, an estimate),
+ * read from the signed index: the same plan the node makes before it touches its server.
+ */
+export async function planRestore(issuer: Issuer, options: { to: string; snapshot?: string }): Promise<RecoveryPlan> {
+  return planRecovery(await snapshotDeps(issuer), { to: restoreTarget(options.to), ...(options.snapshot ? { snapshot: options.snapshot } : {}) });
+}
+
+export async function restoreNode(
+  issuer: Issuer,
+  options: FollowOptions & { node: string; snapshot?: string; replicaOf?: string; to?: string; promote?: boolean },
+): Promise<SendResult & { snapshot: string; plan?: RecoveryPlan }> {
+  if (options.to && options.replicaOf) throw new ConfigError("--to and --replica-of cannot be combined: replicating would apply what the point in time leaves out");
+  if (options.promote && options.replicaOf) throw new ConfigError("--promote and --replica-of cannot be combined: a primary does not replicate from another");
+  // With a target, the plan is made here first: a refusal (no snapshot old enough, a broken chain) reaches the operator before any command goes out.
+  const plan = options.to ? await planRestore(issuer, { to: options.to, ...(options.snapshot ? { snapshot: options.snapshot } : {}) }) : undefined;
+  const snapshot = plan?.snapshot.id ?? options.snapshot ?? (await latestSnapshot(issuer, ["logical", "physical"])).snapshot;
   const replicaOf = options.replicaOf ? await replicationSource(issuer, options.replicaOf, options.node) : undefined;
   const sent = await sendCommand(issuer, {
     type: "restore",
     target: `node:${options.node}`,
-    payload: { snapshot, ...(replicaOf ? { replicaOf } : {}) },
+    payload: { snapshot, ...(replicaOf ? { replicaOf } : {}), ...(options.to ? { to: options.to } : {}), ...(options.promote ? { promote: true } : {}) },
     wait: options.wait,
     timeoutSeconds: options.timeoutSeconds,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  return { ...sent, snapshot };
+  return { ...sent, snapshot, ...(plan ? { plan } : {}) };
 }
 
 export async function drillNow(issuer: Issuer, options: FollowOptions & { node?: string; snapshot?: string }): Promise<SendResult> {

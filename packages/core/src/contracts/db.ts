@@ -20,18 +20,59 @@ export const backupNowContract = defineContract({
   payload: z.object({ kind: z.enum(snapshotKinds).optional(), reason: z.string().max(200).optional() }).strict(),
 });
 
-/** Restores a snapshot into this node's server: checked whole before the server is touched. */
+/**
+ * A point in a primary's history to restore to. The transaction at the point is not applied
+ * ("just before the DROP"): a time stops before the first transaction the binary log stamps at
+ * or after it (whole seconds, as the log keeps them), a GTID before that transaction, a
+ * file:position before the transaction holding that position; `latest` replays every whole
+ * transaction shipped.
+ */
+export type RestoreTarget =
+  | { kind: "latest"; text: "latest" }
+  | { kind: "time"; text: string; seconds: number }
+  | { kind: "gtid"; text: string; domain: number; server: number; seq: bigint }
+  | { kind: "position"; text: string; file: string; position: number };
+
+const binlogFilePattern = /^[A-Za-z0-9_.-]+\.[0-9]{6,}$/;
+
+/** Reads `--to`: an RFC 3339 time with its offset, a GTID (domain-server-seq), FILE:POSITION, or `latest`. */
+export function parseRestoreTarget(text: string): { ok: true; target: RestoreTarget } | { ok: false; problem: string } {
+  if (text === "latest") return { ok: true, target: { kind: "latest", text } };
+  if (gtidPattern.test(text)) {
+    const [domain, server, seq] = text.split("-") as [string, string, string];
+    return { ok: true, target: { kind: "gtid", text, domain: Number(domain), server: Number(server), seq: BigInt(seq) } };
+  }
+  const at = /^(.+):([0-9]{1,12})$/.exec(text);
+  if (at && binlogFilePattern.test(at[1]!)) return { ok: true, target: { kind: "position", text, file: at[1]!, position: Number(at[2]) } };
+  if (z.iso.datetime({ offset: true }).safeParse(text).success) return { ok: true, target: { kind: "time", text, seconds: Math.floor(Date.parse(text) / 1000) } };
+  return { ok: false, problem: `expected an RFC 3339 time with its offset (2026-12-02T09:14:00Z), a GTID (0-1-4711), a binary-log FILE:POSITION (mariadb-bin.000042:1234) or "latest", got ${JSON.stringify(text.slice(0, 100))}` };
+}
+
+/** Restores a snapshot into this node's server: checked whole before the server is touched; optionally replayed to a point in time. */
 export const restoreContract = defineContract({
   type: "restore",
   role: "db",
-  summary: "Restore a snapshot into this node's server, checked whole before the server is touched; optionally start replicating",
+  summary: "Restore a snapshot into this node's server, checked whole before the server is touched; then replay the binary-log archive to a point, or start replicating",
   payload: z
     .object({
       snapshot: snapshotId,
       /** Replicate from this server once restored, so the node catches up. */
       replicaOf: z.object({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }).strict().optional(),
+      /** Then make this node the cluster's primary: a new db-primary record and event; the old primary stops shipping. */
+      promote: z.boolean().optional(),
+      /** Replay the shipped binary log from the snapshot's coordinates up to this point (see parseRestoreTarget). */
+      to: z
+        .string()
+        .max(100)
+        .superRefine((text, ctx) => {
+          const parsed = parseRestoreTarget(text);
+          if (!parsed.ok) ctx.addIssue({ code: "custom", message: parsed.problem });
+        })
+        .optional(),
     })
-    .strict(),
+    .strict()
+    .refine((p) => !(p.to && p.replicaOf), { message: "to and replicaOf cannot be combined: replicating would apply what the point in time leaves out" })
+    .refine((p) => !(p.promote && p.replicaOf), { message: "promote and replicaOf cannot be combined: a primary does not replicate from another" }),
 });
 
 /** Restores a snapshot into a scratch server, compares its tables with the manifest's checksums, and records the time taken. */
@@ -98,6 +139,9 @@ export const drillReportSchema = z
 export type DrillReport = z.infer<typeof drillReportSchema>;
 export const drillRecord = defineRecord({ type: "drill-report", summary: "A restore drill's result", actsAs: [], payload: drillReportSchema });
 
+/** One MariaDB GTID: replication domain, server id, sequence number. */
+export const gtidPattern = /^[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20}$/;
+
 /** One server's binary-log archive: Bosun's uuid for the server and the epoch of its history ("<uuid>-<epoch>"). */
 export const binlogServerPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-[1-9][0-9]{0,8}$/;
 
@@ -120,6 +164,8 @@ export const binlogSegmentSchema = z
     firstEventAt: z.iso.datetime(),
     lastEventAt: z.iso.datetime(),
     closes: z.boolean(),
+    /** The first and last GTID the segment's transactions carry, by replication domain (absent: none began in it). */
+    gtids: z.record(z.string().regex(/^[0-9]+$/), z.object({ first: z.string().regex(gtidPattern), last: z.string().regex(gtidPattern) }).strict()).optional(),
     key: z.string().min(1),
     shippedAt: z.iso.datetime(),
   })
@@ -127,6 +173,31 @@ export const binlogSegmentSchema = z
   .refine((s) => s.end - s.start === s.bytes, { message: "bytes must equal end - start" });
 export type BinlogSegment = z.infer<typeof binlogSegmentSchema>;
 export const binlogSegmentRecord = defineRecord({ type: "binlog-segment", summary: "A shipped binary-log segment", actsAs: [], payload: binlogSegmentSchema });
+
+/**
+ * Which db node is the cluster's primary, written by the node a promotion made primary (signed by
+ * it, with a conditional write: each generation replaces the one it read). A node this record
+ * does not name stops shipping its binary log, so an old primary that comes back does not go on
+ * as if it still were one.
+ */
+export const dbPrimarySchema = z
+  .object({
+    node: z.string().regex(namePattern),
+    /** The history the new primary ships under ("<uuid>-<epoch>"). */
+    server: z.string().regex(binlogServerPattern),
+    generation: z.number().int().positive(),
+    previous: z.string().regex(namePattern).optional(),
+    promotedAt: z.iso.datetime(),
+  })
+  .strict();
+export type DbPrimary = z.infer<typeof dbPrimarySchema>;
+export const dbPrimaryRecord = defineRecord({ type: "db-primary", summary: "The cluster's primary db node, raised by a promotion", actsAs: [], payload: dbPrimarySchema });
+
+/** Events the db role publishes besides command answers and alerts. */
+export const dbEventSchemas = {
+  /** A promotion: this node is the cluster's primary from now on. */
+  "db-primary": z.object({ node: z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) }), primary: dbPrimarySchema }),
+} as const;
 
 /** What a db node adds to its heartbeats. */
 export const dbReportSchema = z
@@ -136,7 +207,19 @@ export const dbReportSchema = z
     backupReplica: z.boolean(),
     /** Where other servers reach this one to replicate from it. */
     address: z.object({ host: z.string(), port: z.number().int() }).strict().optional(),
-    replication: z.object({ io: z.boolean(), sql: z.boolean(), lagSeconds: z.number().nullable() }).strict().optional(),
+    replication: z.object({ io: z.boolean(), sql: z.boolean(), lagSeconds: z.number().nullable(), pausedForBackup: z.boolean().optional() }).strict().optional(),
+    /** Binary-log shipping on this node: its state, the history it ships, and how far behind the server it is. */
+    shipping: z
+      .object({
+        state: z.enum(["idle", "shipping", "paused", "fenced", "stopping", "stopped"]),
+        server: z.string().optional(),
+        lastSeq: z.number().int().nonnegative().optional(),
+        lastShippedAt: z.iso.datetime().optional(),
+        /** Seconds since the oldest byte the server wrote that is not yet in S3 (0: nothing waiting). */
+        behindSeconds: z.number().nonnegative(),
+      })
+      .strict()
+      .optional(),
     /** Why the server could not be described, when it could not. */
     problem: z.string().optional(),
   })

@@ -2,7 +2,7 @@ import { z } from "zod";
 import { namePattern } from "../envelope.ts";
 import { refusalReasons } from "../parse.ts";
 import { webReportSchema } from "./web.ts";
-import { dbReportSchema } from "./db.ts";
+import { dbEventSchemas, dbReportSchema } from "./db.ts";
 import { balancerEventSchemas, balancerReportSchema } from "./balancer.ts";
 
 const nodeRef = z.object({ id: z.string().regex(namePattern), roles: z.array(z.string().regex(namePattern)) });
@@ -54,6 +54,7 @@ export const eventSchemas = {
   }),
   heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), report: roleReportsSchema }),
   ...balancerEventSchemas,
+  ...dbEventSchemas,
 } as const;
 
 export type EventType = keyof typeof eventSchemas;

@@ -5,7 +5,7 @@ import type { DrillReport } from "@bosun/core";
 import type { RoleServices } from "../../role.ts";
 import { BackupFailed } from "./backup.ts";
 import type { DatabaseEngine } from "./engine.ts";
-import { roomFor, snapshotStream, usableSnapshot, type Stage } from "./restore.ts";
+import { roomFor, snapshotNeeds, snapshotStream, usableSnapshot, type Stage } from "./restore.ts";
 
 /**
  * Proves a snapshot restores: into a scratch server of its own (never the node's server), with
@@ -16,7 +16,7 @@ import { roomFor, snapshotStream, usableSnapshot, type Stage } from "./restore.t
 export async function runDrill(services: RoleServices, engine: DatabaseEngine, request: Stage & { snapshot?: string }): Promise<DrillReport> {
   const { manifest, key } = await usableSnapshot(services, request.snapshot, { kinds: ["logical", "physical"] });
   const scratch = await engine.scratchDir();
-  await roomFor(manifest, [scratch]);
+  await roomFor(snapshotNeeds(manifest), [scratch]);
   const dir = await mkdtemp(join(scratch, "drill-"));
   const startedAt = services.clock.now();
   const started = Date.now();

@@ -8,7 +8,8 @@ export interface ServerInfo {
   uuid: string;
   version: string;
   role: "primary" | "replica";
-  replication?: { io: boolean; sql: boolean; lagSeconds: number | null };
+  /** A replica's threads and lag; pausedForBackup: a backup stopped its SQL thread on purpose. */
+  replication?: { io: boolean; sql: boolean; lagSeconds: number | null; pausedForBackup?: boolean };
 }
 
 /** A snapshot being taken: its bytes as the database produces them, and how the producer ended. */
@@ -59,6 +60,12 @@ export interface DatabaseEngine {
   /** A brief consistent lock (an EBS snapshot is taken under it); returns the coordinates it holds at. */
   lock(): Promise<{ coordinates: Coordinates; unlock(): Promise<void> }>;
   restoreLogical(stream: Readable, options: { signal: AbortSignal }): Promise<void>;
+  /**
+   * Applies binary-log files (a primary's, as shipped) to this server: from `start` in the first
+   * file to just before `stop` in the last (to the end when absent). They go into this server's
+   * own binary log with their GTIDs, so a promoted server goes on numbering after them.
+   */
+  replay(files: readonly string[], options: { start: number; stop?: number; signal: AbortSignal }): Promise<void>;
   /** Replaces the data directory with an extracted, prepared physical backup; on any failure the old one is put back. */
   restorePhysical(stream: Readable, options: { signal: AbortSignal; scratchDir: string; onStage?: (stage: string) => void }): Promise<void>;
   /**

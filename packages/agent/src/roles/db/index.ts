@@ -8,8 +8,12 @@ import { backupLeaseKey, describeError, takeBackup } from "./backup.ts";
 import { runDrill } from "./drill.ts";
 import type { DatabaseEngine } from "./engine.ts";
 import { MariaDbEngine } from "./mariadb.ts";
+import { restoreToPoint } from "./pitr.ts";
 import { restoreSnapshot } from "./restore.ts";
 import { BinlogShipper } from "./shipper.ts";
+import { ReplicationWatch } from "./health.ts";
+import { notPrimary, promote } from "./primary.ts";
+import { ZeroLossAcker } from "./zero-loss.ts";
 
 /** A handler's expected failure (a tool, S3, a refused snapshot) as a failed outcome with its code. */
 async function outcome(work: () => Promise<unknown>): Promise<CommandOutcome> {
@@ -32,11 +36,18 @@ function commands(engine: DatabaseEngine, shipper: BinlogShipper): CommandDefini
     onInterrupted: "fail",
     handle: (ctx) =>
       // Shipping pauses while the server's data (and binary log) is replaced, and goes on under the new epoch.
-      outcome(() =>
-        shipper.pausedWhile(() =>
-          restoreSnapshot(ctx.services, engine, { snapshot: ctx.payload.snapshot, ...(ctx.payload.replicaOf ? { replicaOf: ctx.payload.replicaOf } : {}), signal: ctx.signal, progress: ctx.progress }),
-        ),
-      ),
+      outcome(async () => {
+        const restored = await shipper.pausedWhile(() =>
+          ctx.payload.to
+            ? restoreToPoint(ctx.services, engine, { snapshot: ctx.payload.snapshot, to: ctx.payload.to, signal: ctx.signal, progress: ctx.progress })
+            : restoreSnapshot(ctx.services, engine, { snapshot: ctx.payload.snapshot, ...(ctx.payload.replicaOf ? { replicaOf: ctx.payload.replicaOf } : {}), signal: ctx.signal, progress: ctx.progress }),
+        );
+        if (!ctx.payload.promote) return restored;
+        // The restore started a new epoch: the new primary ships under it, and the record names it.
+        const name = await engine.archiveName();
+        const primary = await promote(ctx.services, `${name.uuid}-${name.epoch}`);
+        return { ...restored, promoted: primary, ...(ctx.settings.db!.shipping.enabled === "off" ? { warning: "db.shipping.enabled is off on this node: its binary log is not shipped" } : {}) };
+      }),
   });
   const drill = defineCommand(drillContract, {
     onInterrupted: "fail",
@@ -57,7 +68,10 @@ export function dbRole(services: RoleServices): Role {
   if (!db) throw new Error("the db role needs db settings (the config's db section, or BOSUN_DB)");
   const engine = new MariaDbEngine({ logger: services.logger.child({ role: "db" }) }, { db, stateDir: services.settings.stateDir });
   const log = services.logger.child({ role: "db" });
-  const shipper = new BinlogShipper({ services, engine }, db.shipping);
+  let acker: ZeroLossAcker | undefined;
+  const shipper = new BinlogShipper({ services, engine, fence: () => notPrimary(services), synced: () => acker?.synced }, db.shipping);
+  if (db.shipping.zeroLoss.enabled && db.shipping.enabled !== "off") acker = new ZeroLossAcker({ services, server: engine, archive: shipper }, db.shipping.zeroLoss);
+  const watch = new ReplicationWatch({ services, engine }, db.health);
   return {
     name: "db",
     commands: commands(engine, shipper),
@@ -68,8 +82,14 @@ export function dbRole(services: RoleServices): Role {
       await releaseStaleLease(services).catch((error: unknown) => log.warn({ err: error }, "could not look at the backup lease"));
       // After the recovery above: a restore undone must not race the shipper for the server's binary log.
       shipper.start();
+      acker?.start();
+      watch.start();
     },
-    close: () => shipper.close(),
+    close: async () => {
+      // The acknowledgements stop first: the server then stops waiting on this agent after its timeout.
+      await acker?.close();
+      await Promise.all([shipper.close(), watch.close()]);
+    },
     async report(): Promise<DbReport> {
       try {
         const server = await engine.describe();
@@ -79,6 +99,7 @@ export function dbRole(services: RoleServices): Role {
           backupReplica: db.backupReplica,
           ...(db.advertise ? { address: db.advertise } : {}),
           ...(server.replication ? { replication: server.replication } : {}),
+          shipping: shipper.status(),
         };
       } catch (error) {
         return { role: "unknown", backupReplica: db.backupReplica, problem: errorMessage(error).slice(0, 300) };
@@ -98,7 +119,7 @@ async function recoverRestore(services: RoleServices, engine: DatabaseEngine): P
 async function removeScratch(engine: DatabaseEngine): Promise<void> {
   const scratch = await engine.scratchDir();
   for (const entry of await readdir(scratch)) {
-    if (!entry.startsWith("drill-") && !entry.startsWith("restore-") && !entry.startsWith("mariabackup-")) continue;
+    if (!entry.startsWith("drill-") && !entry.startsWith("restore-") && !entry.startsWith("mariabackup-") && !entry.startsWith("pitr-")) continue;
     const pid = Number.parseInt(await readFile(join(scratch, entry, "scratch.pid"), "utf8").catch(() => ""), 10);
     if (pid > 0) {
       try {

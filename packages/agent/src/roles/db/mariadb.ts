@@ -23,6 +23,8 @@ export class MariaDbEngine implements DatabaseEngine {
   readonly #log: Logger;
   readonly #db: DbSettings;
   readonly #stateDir: string;
+  /** A backup stopped the replica's SQL thread on purpose: health checks do not call that a failure. */
+  #pausedForBackup = false;
 
   constructor(deps: { logger: Logger }, options: { db: DbSettings; stateDir: string }) {
     this.#log = deps.logger;
@@ -40,7 +42,14 @@ export class MariaDbEngine implements DatabaseEngine {
         version: vars.version,
         role: replica ? "replica" : "primary",
         ...(replica
-          ? { replication: { io: replica.Slave_IO_Running === "Yes", sql: replica.Slave_SQL_Running === "Yes", lagSeconds: replica.Seconds_Behind_Master === null ? null : Number(replica.Seconds_Behind_Master) } }
+          ? {
+              replication: {
+                io: replica.Slave_IO_Running === "Yes",
+                sql: replica.Slave_SQL_Running === "Yes",
+                lagSeconds: replica.Seconds_Behind_Master === null ? null : Number(replica.Seconds_Behind_Master),
+                ...(this.#pausedForBackup ? { pausedForBackup: true } : {}),
+              },
+            }
           : {}),
       };
     });
@@ -70,7 +79,37 @@ export class MariaDbEngine implements DatabaseEngine {
     });
   }
 
+  /** Zero-loss mode: commits wait (after the binary log is synced) for a semi-synchronous replica's acknowledgement, for up to `timeoutMs`. */
+  async enableSemiSync(timeoutMs: number): Promise<void> {
+    await this.#with(async (c) => {
+      await c.query("SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'");
+      await c.query("SET GLOBAL rpl_semi_sync_master_timeout = ?", [timeoutMs]);
+      await c.query("SET GLOBAL rpl_semi_sync_master_enabled = ON");
+    });
+  }
+
+  async semiSyncActive(): Promise<boolean> {
+    return this.#with(async (c) => {
+      const [[row]] = (await c.query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")) as unknown as [[{ Value: string } | undefined]];
+      return row?.Value === "ON";
+    });
+  }
+
+  /** Where the server's binary log ends (SHOW MASTER STATUS). */
+  async written(): Promise<{ file: string; position: number }> {
+    return this.#with(async (c) => {
+      const [[master]] = (await c.query("SHOW MASTER STATUS")) as unknown as [[{ File: string; Position: number | string }]];
+      return { file: master.File, position: Number(master.Position) };
+    });
+  }
+
+  /** How a replication connection reaches this server: the agent's own account (it needs REPLICATION SLAVE). */
+  async replicationLogin(): Promise<{ socket?: string; host: string; port: number; user: string; password: string }> {
+    return { ...(this.#db.socket ? { socket: this.#db.socket } : {}), host: this.#db.host, port: this.#db.port, user: this.#db.user, password: await this.#password() };
+  }
+
   async pauseReplica(): Promise<Coordinates> {
+    this.#pausedForBackup = true;
     return this.#with(async (c) => {
       await c.query("STOP SLAVE SQL_THREAD");
       // STOP returns before the thread has stopped; the coordinates only hold once it has.
@@ -89,6 +128,7 @@ export class MariaDbEngine implements DatabaseEngine {
 
   async resumeReplica(): Promise<void> {
     await this.#with((c) => c.query("START SLAVE SQL_THREAD"));
+    this.#pausedForBackup = false;
   }
 
   async checksums(): Promise<Record<string, string | null>> {
@@ -179,6 +219,31 @@ export class MariaDbEngine implements DatabaseEngine {
       await auth.remove();
     }
     await journal.clear();
+  }
+
+  async replay(files: readonly string[], options: { start: number; stop?: number; signal: AbortSignal }): Promise<void> {
+    const scratch = await this.scratchDir();
+    const auth = await this.#optionsFile(scratch);
+    // Nothing relies on this server's data until the restore ends: commits need not each wait
+    // for a disk flush while it replays (a replay cut off fails the restore, which is done again).
+    const [[durability]] = (await this.#with((c) => c.query("SELECT @@innodb_flush_log_at_trx_commit AS innodb, @@sync_binlog AS binlog"))) as unknown as [[{ innodb: number; binlog: number }]];
+    await this.#with((c) => c.query("SET GLOBAL innodb_flush_log_at_trx_commit = 2, GLOBAL sync_binlog = 0"));
+    try {
+      const decode = runTool(
+        ["mariadb-binlog", "--no-defaults", `--start-position=${options.start}`, ...(options.stop === undefined ? [] : [`--stop-position=${options.stop}`]), "--", ...files],
+        { log: this.#log, signal: options.signal },
+      );
+      decode.stdin.end();
+      await Promise.all([loadDump(["mariadb", `--defaults-extra-file=${auth.path}`, ...this.#connectArgs(), "--binary-mode"], decode.stdout, { log: this.#log, signal: options.signal, binlog: true }), decode.done]);
+    } finally {
+      await auth.remove();
+      await this.#with(async (c) => {
+        await c.query("SET GLOBAL innodb_flush_log_at_trx_commit = ?, GLOBAL sync_binlog = ?", [Number(durability.innodb), Number(durability.binlog)]);
+        // What the replay wrote reaches the disk before the restore is reported done.
+        await c.query("FLUSH ENGINE LOGS");
+        await c.query("FLUSH BINARY LOGS");
+      });
+    }
   }
 
   async restorePhysical(stream: Readable, options: { signal: AbortSignal; scratchDir: string; onStage?: (stage: string) => void }): Promise<void> {
@@ -439,9 +504,13 @@ async function tableChecksums(c: Connection): Promise<Record<string, string | nu
   return out;
 }
 
-/** Loads a dump through the mariadb client, without writing it to this server's binary log. */
-async function loadDump(client: string[], stream: Readable, options: { log: Logger; signal: AbortSignal }): Promise<void> {
-  const tool = runTool([...client, "--init-command=SET SESSION sql_log_bin=0"], { log: options.log, signal: options.signal });
+/**
+ * Feeds SQL to the mariadb client: a dump without writing it to this server's binary log; a
+ * replay (`binlog`) into it, so the replayed transactions keep their GTIDs there and a server
+ * promoted afterwards numbers its own transactions after them.
+ */
+async function loadDump(client: string[], stream: Readable, options: { log: Logger; signal: AbortSignal; binlog?: boolean }): Promise<void> {
+  const tool = runTool(options.binlog ? client : [...client, "--init-command=SET SESSION sql_log_bin=0"], { log: options.log, signal: options.signal });
   tool.stdout.resume();
   await Promise.all([pipeline(stream, tool.stdin), tool.done]);
 }

@@ -2,7 +2,7 @@ import { statfs } from "node:fs/promises";
 import { dirname } from "node:path";
 import { pipeline, type Readable } from "node:stream";
 import { BackupError, VerifyingDigest, downloadStream, listSnapshots, readSnapshot, verifyObject } from "@bosun/aws";
-import { errorMessage, type BackupManifest } from "@bosun/core";
+import { errorMessage, type BackupManifest, type Coordinates } from "@bosun/core";
 import type { RoleServices } from "../../role.ts";
 import { BackupFailed, mib } from "./backup.ts";
 import { Decryptor, decompressor, identity, loadBackupKey, type BackupKey } from "./codec.ts";
@@ -113,7 +113,12 @@ export interface RestoreResult {
 export async function restoreSnapshot(
   services: RoleServices,
   engine: DatabaseEngine,
-  request: Stage & { snapshot?: string; replicaOf?: { host: string; port: number } },
+  request: Stage & {
+    snapshot?: string;
+    replicaOf?: { host: string; port: number };
+    /** Run once the snapshot is in (before the server settles): a replay to a point, returning where the data then stands. */
+    replay?: () => Promise<Coordinates>;
+  },
 ): Promise<RestoreResult> {
   const started = Date.now();
   const { manifest, key } = await usableSnapshot(services, request.snapshot, { kinds: ["logical", "physical"] });
@@ -123,7 +128,7 @@ export async function restoreSnapshot(
     throw new BackupFailed("SNAPSHOT_VERSION", `snapshot ${manifest.snapshot} is a physical backup of MariaDB ${manifest.server.version}; this server runs ${server.version}: restore a logical snapshot instead`);
   }
   // A physical restore extracts into scratch, then moves into the data directory; a logical one grows the data directory.
-  await roomFor(manifest, manifest.kind === "physical" ? [await engine.scratchDir(), dirname(services.settings.db!.dataDir)] : [services.settings.db!.dataDir]);
+  await roomFor(snapshotNeeds(manifest), manifest.kind === "physical" ? [await engine.scratchDir(), dirname(services.settings.db!.dataDir)] : [services.settings.db!.dataDir]);
   await verifySnapshotObjects(services, manifest, request);
   await request.progress(`snapshot ${manifest.snapshot} checked; restoring it into this server`, 0.5);
   const stream = await snapshotStream(services, manifest, key, { ...request, base: 0.5 });
@@ -140,31 +145,47 @@ export async function restoreSnapshot(
       throw new BackupFailed("RESTORE_FAILED", `loading snapshot ${manifest.snapshot} failed: ${errorMessage(error)}; ${stopped}`, { cause: error });
     }
   }
+  let coordinates = manifest.coordinates;
+  if (request.replay) {
+    try {
+      coordinates = await request.replay();
+    } catch (error) {
+      const stopped = await engine.stop().then(
+        () => "the server was stopped, as its data stands part-way between the snapshot and the target: restore again",
+        (e: unknown) => `and the server could not be stopped (${errorMessage(e)}): its data is part-way replayed, do not send it traffic`,
+      );
+      throw new BackupFailed("REPLAY_FAILED", `replaying the binary log onto snapshot ${manifest.snapshot} failed: ${errorMessage(error)}; ${stopped}`, { cause: error });
+    }
+  }
   await request.progress("restored; settling replication", 0.99);
-  const serverId = await engine.settle(manifest.coordinates, request.replicaOf, { sourceServerId: manifest.server.id });
+  const serverId = await engine.settle(coordinates, request.replicaOf, { sourceServerId: manifest.server.id });
   return {
     snapshot: manifest.snapshot,
     kind: manifest.kind,
     durationMs: Date.now() - started,
     restoredBytes: manifest.sourceBytes,
-    coordinates: manifest.coordinates,
+    coordinates,
     ...(request.replicaOf ? { replicaOf: request.replicaOf } : {}),
     serverId,
   };
+}
+
+/** The room a snapshot's restore takes: the bytes the database produced. */
+export function snapshotNeeds(manifest: BackupManifest): { what: string; bytes: number } {
+  return { what: `snapshot ${manifest.snapshot}`, bytes: manifest.sourceBytes };
 }
 
 function majorMinor(version: string): string {
   return version.split(".").slice(0, 2).join(".");
 }
 
-/** Refuses before the server is touched when the disks cannot hold the restore. */
-export async function roomFor(manifest: BackupManifest, places: readonly string[]): Promise<void> {
-  const need = manifest.sourceBytes;
+/** Refuses before the server is touched when the disks cannot hold what a restore brings (a snapshot's bytes, a replay's segments). */
+export async function roomFor(need: { what: string; bytes: number }, places: readonly string[]): Promise<void> {
   for (const place of places) {
     const fs = await statfs(place);
     const free = fs.bavail * fs.bsize;
-    if (free < need * 1.1 + 64 * 1024 * 1024) {
-      throw new BackupFailed("RESTORE_NO_SPACE", `snapshot ${manifest.snapshot} needs about ${mib(need * 1.1)} free in ${place}, which has ${mib(free)}: nothing was touched`);
+    if (free < need.bytes * 1.1 + 64 * 1024 * 1024) {
+      throw new BackupFailed("RESTORE_NO_SPACE", `${need.what} needs about ${mib(need.bytes * 1.1)} free in ${place}, which has ${mib(free)}: nothing was touched`);
     }
   }
 }

@@ -11,7 +11,7 @@ import type { BinaryLogs, DatabaseEngine } from "./engine.ts";
 export class ShippingError extends BosunError {}
 
 type Shipping = DbSettings["shipping"];
-export type ShipperState = "idle" | "shipping" | "paused" | "stopping" | "stopped";
+export type ShipperState = "idle" | "shipping" | "paused" | "fenced" | "stopping" | "stopped";
 
 /** Where the archive of this server's history ends: the next byte to ship is `end` of `file`, or the next file when `closes`. */
 interface ChainEnd {
@@ -30,6 +30,7 @@ interface Cut {
   firstTimestamp: number;
   lastTimestamp: number;
   closes: boolean;
+  gtids: Record<string, { first: string; last: string }>;
 }
 
 /** What one pass found to ship: a file, where to start, and how far the server has written it whole. */
@@ -44,6 +45,8 @@ interface Next {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+/** How often the cluster's primary record is read again (a GET): an old primary stops shipping within about this long of a promotion. */
+const FENCE_CHECK_MS = 5_000;
 /** How long a stop waits for the segment under way before it cuts its upload off. */
 const STOP_GRACE_MS = 10_000;
 
@@ -69,6 +72,9 @@ export class BinlogShipper {
   readonly #engine: DatabaseEngine;
   readonly #options: Shipping;
   readonly #log: Logger;
+  readonly #fence: (() => Promise<string | undefined>) | undefined;
+  /** Why this node must not ship (another node is primary), as last read, and when. */
+  #fenced: { reason: string | undefined; at: number } = { reason: undefined, at: 0 };
   #shipping = false;
   #paused = 0;
   #chain: ChainEnd | undefined;
@@ -91,10 +97,24 @@ export class BinlogShipper {
   readonly #gaps = new Set<string>();
   /** Totals since this shipper started, for tests and measurements. */
   readonly shipped = { segments: 0, bytes: 0 };
+  #lastShippedAt: string | undefined;
+  readonly #shippedListeners: (() => void)[] = [];
+  readonly #synced: (() => { file: string; position: number } | undefined) | undefined;
 
-  constructor(deps: { services: RoleServices; engine: DatabaseEngine }, options: Shipping) {
+  constructor(
+    deps: {
+      services: RoleServices;
+      engine: DatabaseEngine;
+      fence?: () => Promise<string | undefined>;
+      /** Where the server has synced transactions it waits on (zero-loss mode): shipped that far even before SHOW MASTER STATUS says so. */
+      synced?: () => { file: string; position: number } | undefined;
+    },
+    options: Shipping,
+  ) {
     this.#services = deps.services;
+    this.#synced = deps.synced;
     this.#engine = deps.engine;
+    this.#fence = deps.fence;
     this.#options = options;
     this.#log = deps.services.logger.child({ role: "db", part: "binlog-shipper" });
   }
@@ -103,7 +123,35 @@ export class BinlogShipper {
     if (this.#stopped) return "stopped";
     if (this.#stop.signal.aborted) return "stopping";
     if (this.#paused > 0) return "paused";
+    if (this.#fenced.reason) return "fenced";
     return this.#shipping ? "shipping" : "idle";
+  }
+
+  /** How far the archive in S3 goes (the last index entry written), once known. */
+  durableEnd(): { file: string; end: number; closes: boolean } | undefined {
+    const chain = this.#chain;
+    return chain?.file ? { file: chain.file, end: chain.end, closes: chain.closes } : undefined;
+  }
+
+  /** Cuts the wait before the next pass short: something is waiting to be shipped now. */
+  shipNow(): void {
+    this.#wake.abort();
+  }
+
+  /** Called after every segment that reaches S3 with its index entry. */
+  onShipped(fn: () => void): void {
+    this.#shippedListeners.push(fn);
+  }
+
+  /** What heartbeats report: the state, the history shipped, and how far behind the server the archive is. */
+  status(): { state: ShipperState; server?: string; lastSeq?: number; lastShippedAt?: string; behindSeconds: number } {
+    const since = this.#pendingSince ?? this.#failingSince;
+    return {
+      state: this.state,
+      ...(this.#chain ? { server: this.#chain.server, lastSeq: this.#chain.seq } : {}),
+      ...(this.#lastShippedAt ? { lastShippedAt: this.#lastShippedAt } : {}),
+      behindSeconds: since === undefined ? 0 : Math.round((Date.now() - since) / 1000),
+    };
   }
 
   start(): void {
@@ -162,6 +210,7 @@ export class BinlogShipper {
     const logs = await this.#engine.binaryLogs();
     this.#shipping = logs !== undefined && !(logs.replica && this.#options.enabled === "auto");
     if (!logs || !this.#shipping) return false;
+    if (await this.#isFenced()) return false;
     const chain = (this.#chain ??= await this.#loadChain());
     const next = await this.#next(chain, logs);
     if (!next) {
@@ -174,6 +223,17 @@ export class BinlogShipper {
     const more = segment.end < next.limit || (next.closed && logs.files.some((f) => binlogFileNumber(f.name) > binlogFileNumber(next.file)));
     if (!more) this.#pendingSince = undefined;
     return more;
+  }
+
+  /** Whether another node is the cluster's primary (read again every FENCE_CHECK_MS); said once when it starts and when it ends. */
+  async #isFenced(): Promise<boolean> {
+    if (!this.#fence || Date.now() - this.#fenced.at < FENCE_CHECK_MS) return this.#fenced.reason !== undefined;
+    const reason = await this.#fence();
+    const was = this.#fenced.reason;
+    this.#fenced = { reason, at: Date.now() };
+    if (reason && !was) await this.#alert("critical", "DB_NOT_PRIMARY", `${reason}: this server's binary log is no longer shipped; it must not take writes (make it a replica of the new primary, or promote it again)`, {});
+    if (!reason && was) this.#log.warn("this node may ship again: the primary record names it, or names none");
+    return reason !== undefined;
   }
 
   /** The end of this server's current history in S3, from its index (its last entry), or a new history. */
@@ -216,7 +276,9 @@ export class BinlogShipper {
     const entry = logs.files.find((f) => f.name === file)!;
     // The newest file is shipped only as far as the server says it has written it whole; an older one is closed, to its end.
     const closed = binlogFileNumber(file) < binlogFileNumber(logs.written.file);
-    const limit = closed ? await fileSize(entry.path) : file === logs.written.file ? logs.written.position : 0;
+    const synced = this.#synced?.();
+    const written = file === logs.written.file ? Math.max(logs.written.position, synced?.file === file ? synced.position : 0) : 0;
+    const limit = closed ? await fileSize(entry.path) : written;
     // Listed but gone from the disk: purged since the listing (the next pass sees it gone and reports the gap), or removed by hand.
     if (limit === undefined) throw new ShippingError("BINLOG_FILE_MISSING", `${entry.path} is in the server's binlog index but could not be opened`);
     if (start >= limit && !closed) return undefined;
@@ -241,7 +303,7 @@ export class BinlogShipper {
       const bytes = buffer.subarray(0, read.bytesRead);
       const run = completeEvents(bytes, next.start);
       if (run.events === 0) return undefined;
-      return { bytes: bytes.subarray(0, run.end - next.start), end: run.end, events: run.events, firstTimestamp: run.firstTimestamp, lastTimestamp: run.lastTimestamp, closes: run.closes || (next.closed && run.end === next.limit) };
+      return { bytes: bytes.subarray(0, run.end - next.start), end: run.end, events: run.events, firstTimestamp: run.firstTimestamp, lastTimestamp: run.lastTimestamp, closes: run.closes || (next.closed && run.end === next.limit), gtids: run.gtids };
     } finally {
       await handle.close();
     }
@@ -292,6 +354,7 @@ export class BinlogShipper {
       firstEventAt: new Date(cut.firstTimestamp * 1000).toISOString(),
       lastEventAt: new Date(cut.lastTimestamp * 1000).toISOString(),
       closes: cut.closes,
+      ...(Object.keys(cut.gtids).length ? { gtids: cut.gtids } : {}),
       key,
       shippedAt: this.#services.clock.now().toISOString(),
     };
@@ -305,10 +368,12 @@ export class BinlogShipper {
     Object.assign(chain, { seq, file: next.file, end: cut.end, closes: cut.closes });
     this.#finished = undefined;
     this.#orphan = undefined;
+    this.#lastShippedAt = segment.shippedAt;
     this.shipped.segments += 1;
     this.shipped.bytes += segment.bytes;
     this.#log.debug({ seq, file: next.file, start: next.start, end: cut.end, events: cut.events }, "shipped a binlog segment");
     await this.#writeHint(chain);
+    for (const fn of this.#shippedListeners) fn();
   }
 
   /** A failed pass: the place is kept (nothing advanced), the next try waits longer, and an operator hears of it. */

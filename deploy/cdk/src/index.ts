@@ -1,0 +1,3 @@
+export * from "./cluster.ts";
+export * from "./stack.ts";
+export * from "./app.ts";
