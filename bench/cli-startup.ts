@@ -1,8 +1,9 @@
 /**
  * How long `bosun --version` and `bosun --help` take, beside `node -e 0` on the same Node, in
  * one run: with Node's compile cache cold (the first run on a machine) and warm (every run
- * after). The CLI loads each command's module only when that command runs, and bin/bosun
- * keeps stripped TypeScript in the compile cache. Target: --version under 300 ms (warm).
+ * after); from the sources (bin/bosun) and from the bundle nodes run (npm run bundle). The CLI
+ * loads each command's module only when that command runs, and bin/bosun keeps stripped
+ * TypeScript in the compile cache. Target: --version under 300 ms (warm).
  *
  *   npx node bench/cli-startup.ts [--quick] [--runs N] [--output PATH] [--check]
  */
@@ -11,6 +12,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { bundle } from "../build/bundle.ts";
 import { benchPeakRssMb, machine, parseBenchArgs, positiveInt, progress, runBenchmark, verdictOf, wallSeconds, type CommonOptions, type Machine, type ReportBase, type Verdict } from "./harness.ts";
 import { formatMs, formatRatio, renderTable, round, summarize, type Summary } from "./stats.ts";
 
@@ -84,9 +86,15 @@ async function run(options: Options): Promise<Report> {
     await timed([bosun, "--version"], warm());
     const baseline = await measure("node -e 0", [node, "-e", "0"], "-", options.runs, () => base);
     const rows: Omit<Row, "ratio">[] = [baseline];
+    // The bundle, run as the units run it: node, the same flag, bosun.mjs.
+    const built = await bundle(join(caches, "dist"));
+    const bundled = [node, "--max-semi-space-size=2", built.entry];
+    await timed([...bundled, "--help"], warm());
     for (const args of [["--version"], ["--help"]]) {
       rows.push(await measure(`bosun ${args.join(" ")}`, [bosun, ...args], "warm", options.runs, warm));
       rows.push(await measure(`bosun ${args.join(" ")}`, [bosun, ...args], "cold", Math.max(3, Math.round(options.runs / 2)), cold));
+      rows.push(await measure(`bundle ${args.join(" ")}`, [...bundled, ...args], "warm", options.runs, warm));
+      rows.push(await measure(`bundle ${args.join(" ")}`, [...bundled, ...args], "cold", Math.max(3, Math.round(options.runs / 2)), cold));
     }
     const withRatio = rows.map((r) => ({ ...r, ratio: round(r.ms.p50 / baseline.ms.p50, 2) }));
     const version = withRatio.find((r) => r.command === "bosun --version" && r.cache === "warm")!;

@@ -62,7 +62,7 @@ units_verify() {
   local tmp rc=0
   tmp=$(mktemp -d)
   cp systemd/*.service "${tmp}/"
-  sed -i 's#/opt/bosun/bin/bosun#/bin/true#' "${tmp}"/*.service
+  sed -i 's#/opt/bosun-node/bin/node#/bin/true#' "${tmp}"/*.service
   systemd-analyze verify "${tmp}"/*.service || rc=$?
   rm -rf -- "${tmp}"
   return "${rc}"

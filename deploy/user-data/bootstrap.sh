@@ -2,23 +2,27 @@
 # Bosun node bootstrap: EC2 user-data for Debian 12. Safe to run again (it
 # converges); run it again to upgrade Bosun after uploading a new tarball.
 #
-# It installs the AWS CLI, fetches s3://$BOSUN_BUCKET/dist/bosun.tgz (the Bosun
-# repo with node_modules, which carries the pinned Node.js), unpacks it under
-# /opt/bosun, creates the bosun user, fetches the node's signing key from SSM,
-# installs the trust file from dist/trust.json if there is one, and installs,
-# enables and starts the systemd units that the bosun:role tag calls for.
-# The agent itself reads its roles (bosun:role) and cluster (bosun:cluster)
-# from the instance's tags. See deploy/README.md.
+# It installs the AWS CLI and Node.js 24 (checked against its SHASUMS256.txt),
+# fetches s3://$BOSUN_BUCKET/dist/bosun.tgz (`npm run bundle`), checks it against
+# dist/bosun.tgz.sha256, unpacks it under /opt/bosun, creates the bosun user,
+# fetches the coordinator's key from SSM (coordinators), installs the trust file
+# from dist/trust.json, and enables the units the bosun:role tag calls for.
+# See deploy/README.md.
 set -euo pipefail
 
 # ---- SETTINGS: set the bucket here (or in the environment) -----------------
 BOSUN_BUCKET="${BOSUN_BUCKET:-}"
 BOSUN_DIST_KEY="${BOSUN_DIST_KEY:-dist/bosun.tgz}"
 BOSUN_TRUST_KEY="${BOSUN_TRUST_KEY:-dist/trust.json}"
+# The Node.js the bundle is built and tested with (package.json's `node` dev dependency).
+BOSUN_NODE_VERSION="${BOSUN_NODE_VERSION:-24.21.0}"
+BOSUN_NODE_MIRROR="${BOSUN_NODE_MIRROR:-https://nodejs.org/dist}"
 # -----------------------------------------------------------------------------
 
 readonly PREFIX=/opt/bosun
 readonly RELEASES=/opt/bosun-releases
+readonly NODE_PREFIX=/opt/bosun-node
+readonly NODE=${NODE_PREFIX}/bin/node
 readonly ETC=/etc/bosun
 readonly UNIT_DIR=/etc/systemd/system
 readonly IMDS=http://169.254.169.254
@@ -34,6 +38,22 @@ umask 022
   || die "BOSUN_BUCKET must be set to the cluster's bucket name (got '${BOSUN_BUCKET}')"
 [[ ${BOSUN_DIST_KEY} =~ ^[A-Za-z0-9/._-]+$ && ${BOSUN_TRUST_KEY} =~ ^[A-Za-z0-9/._-]+$ ]] \
   || die "BOSUN_DIST_KEY and BOSUN_TRUST_KEY must be plain S3 keys"
+[[ ${BOSUN_NODE_VERSION} =~ ^24\.[0-9]+\.[0-9]+$ ]] || die "BOSUN_NODE_VERSION must be a Node.js 24 version like 24.21.0 (got '${BOSUN_NODE_VERSION}')"
+[[ ${BOSUN_NODE_MIRROR} =~ ^https?://[A-Za-z0-9.:/_-]+$ ]] || die "BOSUN_NODE_MIRROR must be an http(s) URL (got '${BOSUN_NODE_MIRROR}')"
+
+# A network blip at boot: the AWS CLI retries on its own, and downloads go
+# through retry, bounded (five attempts, 2+4+8+16 s apart).
+export AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=8
+retry() {
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    "$@" && return 0
+    ((attempt < 5)) || break
+    log "attempt ${attempt} of '$1' failed; trying again in $((2 ** attempt)) s"
+    sleep $((2 ** attempt))
+  done
+  return 1
+}
 
 if [[ -r /etc/os-release ]]; then
   # shellcheck source=/dev/null
@@ -58,7 +78,7 @@ apt_install() {
   apt-get -o DPkg::Lock::Timeout=300 update -q
   apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"
 }
-apt_install ca-certificates curl awscli tar gzip
+apt_install ca-certificates curl awscli tar gzip xz-utils
 
 # ---- instance metadata (IMDSv2 only) -----------------------------------------------
 token=$(curl -fsS --retry 5 --retry-connrefused --connect-timeout 2 --max-time 10 -X PUT \
@@ -135,42 +155,61 @@ if ${has_web} && ! getent passwd bosun-build >/dev/null; then
     --shell /usr/sbin/nologin --comment "Bosun builds" bosun-build
 fi
 
+# ---- Node.js 24 -------------------------------------------------------------------
+case $(uname -m) in
+  x86_64) node_arch=x64 ;;
+  aarch64) node_arch=arm64 ;;
+  *) die "no Node.js build for this CPU ($(uname -m))" ;;
+esac
+node_dir="${NODE_PREFIX}-v${BOSUN_NODE_VERSION}-${node_arch}"
+if [[ ! -x ${node_dir}/bin/node ]]; then
+  node_tarball="node-v${BOSUN_NODE_VERSION}-linux-${node_arch}.tar.xz"
+  log "fetching ${BOSUN_NODE_MIRROR}/v${BOSUN_NODE_VERSION}/${node_tarball}"
+  for file in "${node_tarball}" SHASUMS256.txt; do
+    retry curl -fsS --connect-timeout 10 --max-time 600 -o "${work}/${file}" \
+      "${BOSUN_NODE_MIRROR}/v${BOSUN_NODE_VERSION}/${file}" || die "cannot fetch ${file} from ${BOSUN_NODE_MIRROR}"
+  done
+  grep -F "  ${node_tarball}" "${work}/SHASUMS256.txt" >"${work}/node.sha256" \
+    || die "SHASUMS256.txt does not list ${node_tarball}"
+  (cd "${work}" && sha256sum --check --status node.sha256) || die "${node_tarball} does not match its SHA-256"
+  rm -rf -- "${node_dir}.partial"
+  install -d -m 0755 "${node_dir}.partial"
+  tar -xJf "${work}/${node_tarball}" -C "${node_dir}.partial" --strip-components=1 --no-same-owner
+  mv -T -- "${node_dir}.partial" "${node_dir}"
+fi
+[[ $("${node_dir}/bin/node" --version) == "v${BOSUN_NODE_VERSION}" ]] || die "${node_dir}/bin/node is not Node.js ${BOSUN_NODE_VERSION}"
+ln -sfn -- "${node_dir}" "${NODE_PREFIX}.new"
+mv -T -- "${NODE_PREFIX}.new" "${NODE_PREFIX}"
+
 # ---- Bosun release ----------------------------------------------------------------
-log "fetching s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY}"
-aws s3 cp --only-show-errors --region "${region}" \
-  "s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY}" "${work}/bosun.tgz"
-digest=$(sha256sum "${work}/bosun.tgz" | cut -c1-64)
+# The bundle and its SHA-256, written together by `npm run bundle`; nothing is unpacked unchecked.
+for key in "${BOSUN_DIST_KEY}" "${BOSUN_DIST_KEY}.sha256"; do
+  log "fetching s3://${BOSUN_BUCKET}/${key}"
+  retry aws s3 cp --only-show-errors --region "${region}" "s3://${BOSUN_BUCKET}/${key}" "${work}/" \
+    || die "cannot fetch s3://${BOSUN_BUCKET}/${key}"
+done
+dist_file=${BOSUN_DIST_KEY##*/}
+digest=$(cut -c1-64 "${work}/${dist_file}.sha256")
+[[ ${digest} =~ ^[0-9a-f]{64}$ && $(cut -c67- "${work}/${dist_file}.sha256") == "${dist_file}" ]] \
+  || die "${BOSUN_DIST_KEY}.sha256 is not '<sha256>  ${dist_file}'"
+(cd "${work}" && sha256sum --check --status "${dist_file}.sha256") \
+  || die "s3://${BOSUN_BUCKET}/${BOSUN_DIST_KEY} does not match its SHA-256 in ${BOSUN_DIST_KEY}.sha256"
 release="${RELEASES}/${digest}"
 previous=$(readlink -e "${PREFIX}" || true)
 changed=false     # this run installed a new release
 reconfigured=false # this run changed a setting, key or the trust file
 
-if [[ ! -x ${release}/bin/bosun ]]; then
+if [[ ! -e ${release}/bosun.mjs ]]; then
   log "unpacking release ${digest:0:12}"
   install -d -m 0755 "${RELEASES}"
   rm -rf -- "${release}.partial"
   install -d -m 0755 "${release}.partial"
-  tar -xzf "${work}/bosun.tgz" -C "${release}.partial" --no-same-owner --no-same-permissions
-  # Accept a tarball with the repo at its root or inside one top-level folder.
-  root="${release}.partial"
-  if [[ ! -e ${root}/package.json ]]; then
-    mapfile -t top < <(find "${root}" -mindepth 1 -maxdepth 1)
-    if ((${#top[@]} != 1)) || [[ ! -d ${top[0]} || ! -e ${top[0]}/package.json ]]; then
-      die "${BOSUN_DIST_KEY} holds no package.json at its root or in one top-level folder"
-    fi
-    root=${top[0]}
-  fi
-  [[ -x ${root}/bin/bosun ]] || die "${BOSUN_DIST_KEY} has no executable bin/bosun"
-  node_bin="${root}/node_modules/node/bin/node"
-  [[ -x ${node_bin} ]] || die "${BOSUN_DIST_KEY} has no node_modules/node/bin/node"
-  node_version=$("${node_bin}" --version) \
-    || die "the Node.js in ${BOSUN_DIST_KEY} does not run here (built for another CPU architecture?)"
-  [[ ${node_version} == v24.* ]] || die "expected Node.js 24 in ${BOSUN_DIST_KEY}, found ${node_version}"
-  if [[ ${root} != "${release}.partial" ]]; then
-    mv -T -- "${root}" "${release}.root"
-    rm -rf -- "${release}.partial"
-    mv -T -- "${release}.root" "${release}.partial"
-  fi
+  # npm pack puts the package in one top-level folder, package/.
+  tar -xzf "${work}/${dist_file}" -C "${release}.partial" --strip-components=1 --no-same-owner --no-same-permissions
+  [[ -e ${release}.partial/bosun.mjs && -d ${release}.partial/deploy/systemd ]] \
+    || die "${BOSUN_DIST_KEY} holds no bosun.mjs and deploy/systemd: build it with npm run bundle"
+  "${NODE}" "${release}.partial/bosun.mjs" --version >/dev/null \
+    || die "the bundle in ${BOSUN_DIST_KEY} does not run on ${NODE}"
   chmod -R go-w "${release}.partial"
   rm -rf -- "${release}"
   mv -T -- "${release}.partial" "${release}"
@@ -197,8 +236,10 @@ if ${changed}; then
   done < <(find "${RELEASES}" -mindepth 1 -maxdepth 1 -type d -print0)
 fi
 
-# bin/bosun runs on the Node.js pinned beside it.
-ln -sfn "${PREFIX}/bin/bosun" /usr/local/bin/bosun
+# `bosun` for a person on the node: the bundle on that Node.js, with the units' flag.
+printf '#!/bin/sh\nexec %s --max-semi-space-size=2 %s/bosun.mjs "$@"\n' "${NODE}" "${PREFIX}" >/usr/local/bin/bosun.new
+chmod 0755 /usr/local/bin/bosun.new
+mv -f -- /usr/local/bin/bosun.new /usr/local/bin/bosun
 
 # ---- /etc/bosun: settings, keys, trust -------------------------------------------
 install -d -m 0750 -o root -g bosun "${ETC}" "${ETC}/keys"
@@ -263,7 +304,7 @@ fi
 # who can replace the Bosun code itself, so taking it from there trusts no one new.
 if aws s3 cp --only-show-errors --region "${region}" \
   "s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}" "${work}/trust.json" 2>/dev/null; then
-  "${PREFIX}/node_modules/node/bin/node" -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' \
+  "${NODE}" -e 'JSON.parse(require("fs").readFileSync(0, "utf8"))' \
     <"${work}/trust.json" || die "s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY} is not valid JSON"
   write_file "${ETC}/trust.json" 0640 <"${work}/trust.json"
   log "installed ${ETC}/trust.json from s3://${BOSUN_BUCKET}/${BOSUN_TRUST_KEY}"
@@ -305,16 +346,11 @@ if ${has_web}; then
 fi
 # bosun-sync runs once per boot; on an upgrade the running agent keeps the
 # site current, so it is not run again. If it fails the agent still starts (it
-# can apply the next release), and this script fails at the end.
-# Boot-time sync comes with the web role's release support; a Bosun build
-# without `agent --sync-once` leaves the unit off so nginx is not held back.
-wants_sync=${has_web}
-if ${has_web} && ! "${PREFIX}/bin/bosun" agent --help | grep -q -- '--sync-once'; then
-  log "this Bosun build has no 'agent --sync-once'; bosun-sync.service stays disabled"
-  wants_sync=false
-fi
+# can apply the next release), and this script fails at the end. The sync
+# itself retries a network blip (agent --sync-once --retry-for), then systemd
+# starts it again.
 sync_ok=true
-converge bosun-sync.service "${wants_sync}" false || sync_ok=false
+converge bosun-sync.service "${has_web}" false || sync_ok=false
 converge bosun-agent.service "${has_agent}"
 converge bosun-coordinator.service "${has_coordinator}"
 ${sync_ok} || die "bosun-sync.service failed; see: journalctl -u bosun-sync.service"

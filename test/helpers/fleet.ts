@@ -77,6 +77,8 @@ export class TestFleet {
 
   readonly #s3Endpoint: string | undefined;
   #processEndpoint: string | undefined;
+  /** The `bosun` its processes run: the sources' main.ts unless a test runs a built bundle. */
+  #main: string | undefined;
 
   private constructor(dir: string, emulator: Emulator, trust: TrustStore, configFile: string, s3Endpoint: string | undefined) {
     this.#s3Endpoint = s3Endpoint;
@@ -92,14 +94,18 @@ export class TestFleet {
    * `s3Endpoint`: keep state in another S3 (moto, which enforces conditional writes as AWS does).
    * `processEndpoint`: where the fleet's processes reach AWS, when not the emulator itself (a
    * counting proxy in front of it); this process's own clients always use the emulator.
+   * `main`: the entry point the fleet's processes run (a bundle's bosun.mjs) instead of main.ts.
    */
-  static async start(settings: Record<string, unknown> = {}, options: { s3Endpoint?: string; processEndpoint?: (emulator: string) => Promise<string> } = {}): Promise<TestFleet> {
+  static async start(
+    settings: Record<string, unknown> = {},
+    options: { s3Endpoint?: string; processEndpoint?: (emulator: string) => Promise<string>; main?: string } = {},
+  ): Promise<TestFleet> {
     const dir = await mkdtemp(join(tmpdir(), "bosun-test-"));
     // Deploy roots live below: builds run as their own user, which must reach them (keys stay 0700).
     await chmod(dir, 0o755);
     const emulator = await startEmulator({ dir: join(dir, "emulator"), port: 0 });
     try {
-      const fleet = await TestFleet.#setUp(dir, emulator, settings, options.s3Endpoint);
+      const fleet = await TestFleet.#setUp(dir, emulator, settings, options.s3Endpoint, options.main);
       if (options.processEndpoint) fleet.#processEndpoint = await options.processEndpoint(emulator.endpoint);
       return fleet;
     } catch (error) {
@@ -109,7 +115,7 @@ export class TestFleet {
     }
   }
 
-  static async #setUp(dir: string, emulator: Emulator, settings: Record<string, unknown>, s3Endpoint: string | undefined): Promise<TestFleet> {
+  static async #setUp(dir: string, emulator: Emulator, settings: Record<string, unknown>, s3Endpoint: string | undefined, main: string | undefined): Promise<TestFleet> {
     const keys = join(dir, "keys");
     const trustFile = join(keys, "trust.json");
     for (const [id, allow] of [
@@ -125,6 +131,7 @@ export class TestFleet {
     await keysGenerate({ id: "rogue", allow: ["*"], dir: join(dir, "rogue-keys"), trustFile: join(dir, "rogue-keys", "trust.json") });
     const configFile = join(dir, "bosun.json");
     const fleet = new TestFleet(dir, emulator, TrustStore.load(trustFile), configFile, s3Endpoint);
+    fleet.#main = main;
     await writeFile(
       configFile,
       JSON.stringify({
@@ -220,6 +227,7 @@ export class TestFleet {
       name,
       args,
       env: this.env(env),
+      main: this.#main,
       onLine: (line) => {
         try {
           logs.push(JSON.parse(line) as LogRecord);
@@ -241,7 +249,7 @@ export class TestFleet {
   async bosun(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
     const out: string[] = [];
     const err: string[] = [];
-    const proc = spawnBosun({ name: "cli", args, env: this.env(env), onLine: (line, stream) => (stream === "stdout" ? out : err).push(line) });
+    const proc = spawnBosun({ name: "cli", args, env: this.env(env), main: this.#main, onLine: (line, stream) => (stream === "stdout" ? out : err).push(line) });
     const { code } = await proc.exited;
     return { code, stdout: out.join("\n"), stderr: err.join("\n") };
   }

@@ -21,6 +21,7 @@ import {
   QueueConsumer,
   StateStore,
   ensureSubscribedQueue,
+  nodeQueueTags,
   ensureTopic,
   names,
   nodeFilterPolicy,
@@ -157,6 +158,8 @@ export class Agent {
       this.#bus = new Bus({ clients: this.#deps.clients }, { topicArn });
       this.#queue = await ensureSubscribedQueue(this.#deps.clients, topicArn, names.nodeQueue(settings.cluster, node.id), nodeFilterPolicy(node.id, node.roles), {
         visibilityTimeoutSeconds: settings.visibilityTimeoutSeconds,
+        // So the coordinator can remove them (and the subscription) once this node is gone.
+        tags: nodeQueueTags(settings.cluster, node),
       });
       this.#consumer = new QueueConsumer(
         { clients: this.#deps.clients, logger: this.#log },

@@ -4,7 +4,7 @@ export * from "./pipeline.ts";
 export * from "./command.ts";
 export * from "./role.ts";
 export { spineCommands } from "./commands/index.ts";
-export { roleFactories, rolesFor } from "./roles/index.ts";
+export { roleLoaders, rolesFor } from "./roles/index.ts";
 export { bootRoles } from "./boot.ts";
 export { NodeKeyring } from "./node-key.ts";
 export { ReleaseRoot, type SwapOutcome, type RootState, type PrepareResult } from "./roles/web/release-root.ts";

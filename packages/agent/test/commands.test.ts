@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { roleFactories, spineCommands, type CommandContext, type CommandDefinition, type CommandOutcome, type RoleServices } from "@bosun/agent";
+import { roleLoaders, spineCommands, type CommandContext, type CommandDefinition, type CommandOutcome, type RoleServices } from "@bosun/agent";
 import { settingsSchema, type Envelope } from "@bosun/core";
 import { SiteRepo } from "../../../test/helpers/web.ts";
 import { EventSpy, offlineServices } from "./helpers/pipeline.ts";
@@ -70,7 +70,7 @@ describe("the spine's command handlers", () => {
 describe("the web role's command handlers", () => {
   let dir: string;
   let repo: SiteRepo;
-  let web: ReturnType<NonNullable<(typeof roleFactories)["web"]>>;
+  let web: ReturnType<Awaited<ReturnType<NonNullable<(typeof roleLoaders)["web"]>>>>;
   let settings: Record<string, unknown>;
   const command = (type: string) => web.commands.find((c) => c.type === type)!;
   before(async () => {
@@ -78,7 +78,7 @@ describe("the web role's command handlers", () => {
     repo = await SiteRepo.create(join(dir, "repo"));
     settings = { stateDir: join(dir, "state"), apps: { demo: { root: join(dir, "www", "demo"), repos: [repo.dir] } } };
     const parsed = settingsSchema.parse(settings);
-    web = roleFactories["web"]!(offlineServices({ node: { id: "node-1", roles: ["web"] }, settings: parsed, events: new EventSpy(), logger: log }));
+    web = (await roleLoaders["web"]!())(offlineServices({ node: { id: "node-1", roles: ["web"] }, settings: parsed, events: new EventSpy(), logger: log }));
   });
   after(() => rm(dir, { recursive: true, force: true }));
 

@@ -30,7 +30,10 @@ export interface QueueRef {
 
 export interface QueueOptions {
   visibilityTimeoutSeconds: number;
-  /** Tags on the queue and its dead-letter queue (cluster, node, role; a watch queue's expiry), so they can be found and cleaned up. */
+  /**
+   * Tags on the queue and its dead-letter queue (cluster, node, role; a watch queue's expiry), so
+   * they can be found and cleaned up; the dead-letter queue's bosun:kind is dead-letter.
+   */
   tags?: Record<string, string>;
   /** Deliveries after which SQS itself moves a message to the dead-letter queue. */
   maxReceiveCount?: number;
@@ -84,7 +87,10 @@ export async function ensureSubscribedQueue(
   filterPolicy: Record<string, unknown>,
   options: QueueOptions,
 ): Promise<QueueRef> {
-  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) }, options.tags);
+  // Tagged as a dead-letter queue whatever its queue's kind: the stack's alarm finds every DLQ of
+  // the cluster by bosun:kind=dead-letter, since agents make them at run time (deploy/cdk).
+  const dlqTags = options.tags ? { ...options.tags, "bosun:kind": "dead-letter" } : undefined;
+  const dlq = await ensureQueue(clients, names.deadLetter(name), { MessageRetentionPeriod: String(14 * 24 * 3600) }, dlqTags);
   const queue = await ensureQueue(clients, name, {
     VisibilityTimeout: String(options.visibilityTimeoutSeconds),
     ReceiveMessageWaitTimeSeconds: "20",
@@ -146,17 +152,91 @@ export async function removeQueue(clients: AwsClients, queue: QueueRef, options:
   if (errors.length > 0) throw new AggregateError(errors, `could not fully remove queue ${queue.name}`);
 }
 
-/** Queues of a cluster whose names start with `prefix`, with their tags. */
-export async function queuesByPrefix(clients: AwsClients, prefix: string): Promise<{ url: string; name: string; tags: Record<string, string> }[]> {
+/** Queues of a cluster whose names start with `prefix` (and pass `keep`, when given), with their tags. */
+export async function queuesByPrefix(
+  clients: AwsClients,
+  prefix: string,
+  keep: (name: string) => boolean = () => true,
+): Promise<{ url: string; name: string; tags: Record<string, string> }[]> {
   const found: { url: string; name: string; tags: Record<string, string> }[] = [];
   let token: string | undefined;
   do {
     const page = await clients.sqs.send(new ListQueuesCommand({ QueueNamePrefix: prefix, NextToken: token, MaxResults: 1000 }));
     for (const url of page.QueueUrls ?? []) {
       const name = url.split("/").pop()!;
+      if (!keep(name)) continue;
       const { Tags } = await clients.sqs.send(new ListQueueTagsCommand({ QueueUrl: url }));
       found.push({ url, name, tags: Tags ?? {} });
     }
+    token = page.NextToken;
+  } while (token);
+  return found;
+}
+
+/** The tag that names the node a queue belongs to; with `bosun:cluster`, what the coordinator goes by. */
+export const NODE_TAG = "bosun:node";
+
+/**
+ * Tags for the queues an agent makes for its node (and their dead-letter queues). SNS
+ * subscriptions take no tags: a subscription belongs to the node whose queue is its endpoint.
+ * Roles are separated by spaces, as commas are not among the characters AWS allows in tags.
+ */
+export function nodeQueueTags(cluster: string, node: { id: string; roles: readonly string[] }): Record<string, string> {
+  return { "bosun:cluster": cluster, "bosun:kind": "node", [NODE_TAG]: node.id, "bosun:role": node.roles.join(" ") };
+}
+
+/** What was removed of one node's resources, and what could not be. */
+export interface RemovedNodeQueues {
+  queues: string[];
+  subscriptions: string[];
+  errors: unknown[];
+}
+
+/**
+ * Removes the queues tagged as the given nodes' in this cluster (node queues, a balancer's
+ * event queue, their dead-letter queues) and those queues' subscriptions to the topic. A queue
+ * is touched only when its tags name both the cluster and the node: untagged queues (made
+ * before the tags were) are left to a person. Each step runs even when another fails.
+ */
+export async function removeNodeQueues(
+  clients: AwsClients,
+  options: { cluster: string; topicArn: string; nodes: readonly string[] },
+): Promise<Map<string, RemovedNodeQueues>> {
+  const result = new Map(options.nodes.map((id) => [id, { queues: [] as string[], subscriptions: [] as string[], errors: [] as unknown[] }]));
+  // Names end in the node id (bosun-CLUSTER-node-ID, bosun-CLUSTER-lb-ID, then -dlq): only those have their tags read.
+  const endsInNode = (name: string) => options.nodes.some((id) => name.endsWith(`-${id}`) || name.endsWith(`-${id}-dlq`));
+  const queues = (await queuesByPrefix(clients, `bosun-${options.cluster}-`, endsInNode)).filter(
+    (q) => q.tags["bosun:cluster"] === options.cluster && result.has(q.tags[NODE_TAG] ?? ""),
+  );
+  if (queues.length === 0) return result;
+  const subscriptions = await subscriptionsByEndpoint(clients, options.topicArn);
+  // Dead-letter queues last, so a queue never redrives into one that is gone.
+  queues.sort((a, b) => Number(a.name.endsWith("-dlq")) - Number(b.name.endsWith("-dlq")));
+  for (const queue of queues) {
+    const removed = result.get(queue.tags[NODE_TAG]!)!;
+    try {
+      const { Attributes } = await clients.sqs.send(new GetQueueAttributesCommand({ QueueUrl: queue.url, AttributeNames: ["QueueArn"] }));
+      const subscription = subscriptions.get(Attributes?.["QueueArn"] ?? "");
+      if (subscription) {
+        await clients.sns.send(new UnsubscribeCommand({ SubscriptionArn: subscription }));
+        removed.subscriptions.push(subscription);
+      }
+      await clients.sqs.send(new DeleteQueueCommand({ QueueUrl: queue.url }));
+      removed.queues.push(queue.name);
+    } catch (error) {
+      removed.errors.push(error);
+    }
+  }
+  return result;
+}
+
+/** Every SQS subscription to the topic, by the queue ARN it delivers to. */
+async function subscriptionsByEndpoint(clients: AwsClients, topicArn: string): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  let token: string | undefined;
+  do {
+    const page = await clients.sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, NextToken: token }));
+    for (const s of page.Subscriptions ?? []) if (s.Protocol === "sqs" && s.Endpoint && s.SubscriptionArn) found.set(s.Endpoint, s.SubscriptionArn);
     token = page.NextToken;
   } while (token);
   return found;

@@ -8,8 +8,13 @@ import { join } from "node:path";
 /** Set in a child's environment when its stdin is its parent's lifeline. */
 export const PARENT_PIPE = "BOSUN_PARENT_PIPE";
 
-/** The CLI's entry point, run by the same Node binary as this process. */
-export const mainScript = fileURLToPath(new URL("./main.ts", import.meta.url));
+/**
+ * The CLI's entry point, run by the same Node binary as this process: main.ts beside this
+ * module in the sources; in the bundle (build/bundle.ts) this module is part of the entry point
+ * itself, so the bundle runs itself.
+ */
+const here = fileURLToPath(import.meta.url);
+export const mainScript = here.endsWith(".ts") ? fileURLToPath(new URL("./main.ts", import.meta.url)) : here;
 
 /**
  * Node's flags for every Bosun process (bin/bosun passes the same). V8 sizes the young generation
@@ -37,11 +42,13 @@ export function spawnBosun(options: {
   args: string[];
   env: NodeJS.ProcessEnv;
   cwd?: string;
+  /** The entry point to run instead of this one's (a built bundle's bosun.mjs, in its tests and benchmarks). */
+  main?: string;
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
 }): BosunProcess {
   // The child's stdin is a pipe from this process: when this process dies, however it dies, the
   // kernel closes it, and a long-running child (agent, coordinator, dev) stops on that end of file.
-  const child = spawn(process.execPath, [...NODE_FLAGS, mainScript, ...options.args], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, options.main ?? mainScript, ...options.args], {
     // Children share one compile cache, so each starts without stripping its TypeScript again.
     env: { NODE_COMPILE_CACHE: join(tmpdir(), "bosun-node-compile-cache"), ...options.env, [PARENT_PIPE]: "1" },
     cwd: options.cwd,

@@ -26,6 +26,7 @@ import {
   ensureSubscribedQueue,
   ensureTopic,
   names,
+  removeNodeQueues,
   stateKeys,
   sweepWatchQueues,
   TargetGroup,
@@ -37,7 +38,7 @@ import {
   type QueueRef,
   type ReceivedMessage,
 } from "@bosun/aws";
-import { applyEvent, fleetEvent, markLost, readFleet, type FleetSnapshot, type NodeRecord } from "./fleet.ts";
+import { applyEvent, fleetEvent, goneNodes, markLost, readFleet, type FleetSnapshot, type NodeRecord } from "./fleet.ts";
 import { ScheduledOperations } from "./operations.ts";
 
 
@@ -90,6 +91,7 @@ export class Coordinator {
   #timers: NodeJS.Timeout[] = [];
   #ticker: NodeJS.Timeout | undefined;
   #ticking: Promise<void> = Promise.resolve();
+  #removing: Promise<void> | undefined;
   /** The AWS target group the leader keeps equal to the web nodes, when the config gives it to the coordinator. */
   readonly #targetGroup: TargetGroup | undefined;
 
@@ -192,6 +194,8 @@ export class Coordinator {
       setInterval(() => void this.sweep().catch((error: unknown) => this.#log.error({ err: error }, "sweep failed")), sweepEvery),
       setInterval(() => void this.#writeSnapshot(), settings.fleetSnapshotSeconds * 1000),
       setInterval(() => void this.#sweepWatchQueues(), WATCH_SWEEP_MS),
+      // As often as the watch sweep, or a quarter of a short grace period; a sweep with no node due costs no request.
+      setInterval(() => void this.removeGoneNodesQueues(), Math.max(1000, Math.min(WATCH_SWEEP_MS, (settings.nodeQueueGraceSeconds * 1000) / 4))),
     ];
     void this.#sweepWatchQueues();
     this.#tasks = settings.schedules.map((schedule) => this.#schedule(schedule));
@@ -227,6 +231,7 @@ export class Coordinator {
     const consumer = this.#consumer;
     this.#consumer = undefined;
     for (const timer of this.#timers) clearInterval(timer);
+    await this.#removing;
     await Promise.all(this.#tasks.map((task) => task.stop()));
     this.#tasks = [];
     await this.#operations?.stop();
@@ -273,6 +278,49 @@ export class Coordinator {
       this.#soon = undefined;
       if (this.#consumer) void this.#writeSnapshot();
     }, 1000);
+  }
+
+  /**
+   * Removes the queues, dead-letter queues and subscriptions of nodes gone (lost or
+   * decommissioned) for longer than nodeQueueGraceSeconds, found by their tags, and says what
+   * went with a queues-removed event per node. A node whose removal partly failed is tried again
+   * at the next sweep; one whose queues are gone is recorded so, and not looked up again.
+   */
+  removeGoneNodesQueues(): Promise<void> {
+    // One sweep at a time: a slow one must not race the next into removing the same queues twice.
+    this.#removing ??= this.#removeGoneNodesQueues().finally(() => (this.#removing = undefined));
+    return this.#removing;
+  }
+
+  async #removeGoneNodesQueues(): Promise<void> {
+    const due = goneNodes(this.#nodes.values(), this.#deps.clock.now().getTime(), this.#settings.nodeQueueGraceSeconds * 1000);
+    if (due.length === 0 || !this.#bus) return;
+    let removed;
+    try {
+      removed = await removeNodeQueues(this.#deps.clients, { cluster: this.#settings.cluster, topicArn: this.#bus.topicArn, nodes: due.map((n) => n.id) });
+    } catch (error) {
+      this.#log.warn({ err: error }, "could not look up the queues of gone nodes; trying again at the next sweep");
+      return;
+    }
+    for (const node of due) {
+      const { queues, subscriptions, errors } = removed.get(node.id)!;
+      if (errors.length > 0) this.#log.warn({ node: node.id, err: new AggregateError(errors), queues }, "could not remove every queue of a gone node; trying again at the next sweep");
+      if (queues.length === 0 && errors.length > 0) continue;
+      const payload = { node: { id: node.id, roles: node.roles }, status: node.status as "lost" | "down", lastSeen: node.lastSeen, queues, subscriptions };
+      try {
+        await this.#publish("queues-removed", `queues-removed-${node.id}`, payload);
+      } catch (error) {
+        this.#log.warn({ err: error, node: node.id }, "could not publish queues-removed");
+      }
+      if (errors.length > 0) continue;
+      // The same reducer as the event's echo: the record says the queues are gone, so the next sweep skips it.
+      const applied = applyEvent(this.#nodes.get(node.id), { type: "queues-removed", issuedAt: this.#deps.clock.now().toISOString(), correlationId: `queues-removed-${node.id}`, payload });
+      if (applied) {
+        this.#nodes.set(node.id, applied.record);
+        this.#changed();
+      }
+      this.#log.info({ node: node.id, status: node.status, lastSeen: node.lastSeen, queues, subscriptions }, "removed the queues of a gone node");
+    }
   }
 
   async #sweepWatchQueues(): Promise<void> {

@@ -16,6 +16,8 @@ export interface NodeRecord {
   /** What each of the node's roles last reported (web: the commit each app serves). */
   report?: RoleReports;
   downReason?: string;
+  /** When the coordinator removed the queues and subscriptions this node left (gone past the grace period). */
+  queuesRemovedAt?: string;
   lastCommand?: { id: string; type: string; outcome: "done" | "failed" | "refused"; at: string };
 }
 
@@ -56,6 +58,8 @@ export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Ap
     changed ||= record.status !== "up";
     record.status = "up";
     delete record.downReason;
+    // A node back after its queues were removed has made them again.
+    delete record.queuesRemovedAt;
   };
   switch (event.type) {
     case "node-up": {
@@ -83,6 +87,12 @@ export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Ap
       }
       break;
     }
+    case "queues-removed": {
+      // Said of a node that is gone: it changes nothing else, and is no sign of the node's life.
+      if (record.status === "up") return undefined;
+      record.queuesRemovedAt = at;
+      return { record, changed: true };
+    }
     case "done":
     case "failed":
     case "refused": {
@@ -106,6 +116,15 @@ export function applyEvent(known: NodeRecord | undefined, event: FleetEvent): Ap
 export function markLost(record: NodeRecord, now: number, lostAfterMs: number): NodeRecord | undefined {
   if (record.status !== "up" || now - Date.parse(record.lastSeen) <= lostAfterMs) return undefined;
   return { ...record, status: "lost", downReason: `no heartbeat since ${record.lastSeen}` };
+}
+
+/**
+ * Nodes whose queues and subscriptions may go: lost or decommissioned, silent for longer than
+ * the grace period, and not cleaned up already. A node that is up, or whose record the fleet
+ * never had, is never among them.
+ */
+export function goneNodes(records: Iterable<NodeRecord>, now: number, graceMs: number): NodeRecord[] {
+  return [...records].filter((r) => r.status !== "up" && r.queuesRemovedAt === undefined && now - Date.parse(r.lastSeen) > graceMs);
 }
 
 /** The commit an app serves on a node, as the node last reported it. */

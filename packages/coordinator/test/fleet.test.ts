@@ -1,6 +1,6 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { applyEvent, markLost, servedRelease, type FleetEvent, type NodeRecord } from "@bosun/coordinator";
+import { applyEvent, goneNodes, markLost, servedRelease, type FleetEvent, type NodeRecord } from "@bosun/coordinator";
 import type { EventPayload, EventType } from "@bosun/core";
 
 const node = { id: "web-1", roles: ["web"] };
@@ -72,5 +72,37 @@ describe("fleet state, a pure function of events", () => {
     assert.equal(markLost(record, t0 + 60_000, 60_000), undefined);
     assert.equal(markLost(record, t0 + 60_001, 60_000)?.status, "lost");
     assert.equal(markLost({ ...record, status: "down" }, t0 + 120_000, 60_000), undefined);
+  });
+});
+
+describe("queues of gone nodes", () => {
+  const lostAt = (seconds: number) => fold([event("heartbeat", 1, { inFlight: 0, uptimeSeconds: 1, report: {} }), event("node-down", seconds, { reason: "lost" })])!;
+
+  it("are due once a lost or decommissioned node has been silent past the grace period, never for a node that is up", () => {
+    const lost = lostAt(5);
+    const decommissioned = { ...fold([event("heartbeat", 1, { inFlight: 0, uptimeSeconds: 1, report: {} }), event("node-down", 2, { reason: "decommissioned" })])!, id: "web-2" };
+    const up = { ...fold([event("heartbeat", 1, { inFlight: 0, uptimeSeconds: 1, report: {} })])!, id: "web-3" };
+    const now = Date.parse(at(1)) + 60_000;
+    assert.deepEqual(goneNodes([lost, decommissioned, up], now, 59_000).map((r) => r.id), ["web-1", "web-2"]);
+    // Silence is counted from the last sign of life, not from when the node was declared lost.
+    assert.deepEqual(goneNodes([lost, decommissioned, up], now, 60_000), []);
+  });
+
+  it("once removed are not due again, and a node that comes back is due again after it goes", () => {
+    const removed = applyEvent(lostAt(5), event("queues-removed", 70, { status: "lost", lastSeen: at(1), queues: ["q"], subscriptions: [] }))!;
+    assert.equal(removed.changed, true);
+    assert.equal(removed.record.queuesRemovedAt, at(70));
+    // Not a sign of life: last seen stays.
+    assert.equal(removed.record.lastSeen, at(1));
+    assert.deepEqual(goneNodes([removed.record], Date.parse(at(1)) + 3600_000, 1000), []);
+    const back = applyEvent(removed.record, event("node-up", 80, { version: "0.1.0", startedAt: at(80), pid: 8, report: {} }))!.record;
+    assert.equal(back.queuesRemovedAt, undefined);
+    const goneAgain = applyEvent(back, event("node-down", 90, { reason: "lost" }))!.record;
+    assert.deepEqual(goneNodes([goneAgain], Date.parse(at(80)) + 3600_000, 1000).map((r) => r.id), ["web-1"]);
+  });
+
+  it("a queues-removed said of a node that is up changes nothing", () => {
+    const up = fold([event("heartbeat", 1, { inFlight: 0, uptimeSeconds: 1, report: {} })])!;
+    assert.equal(applyEvent(up, event("queues-removed", 2, { status: "lost", lastSeen: at(1), queues: [], subscriptions: [] })), undefined);
   });
 });

@@ -18,6 +18,26 @@ const json = (v: unknown) => {
 
 export const appNamePattern = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
+/**
+ * Limits on all of a node's builds together, in a cgroup of their own. `true` takes the defaults;
+ * false (the default) leaves builds in the agent's cgroup, with their per-process limits only.
+ */
+export const buildCgroupSchema = z.union([
+  z.literal(false),
+  z.literal(true).transform(() => ({ memoryPercent: 50, cpuPercent: 100, tasks: 1024 })),
+  z
+    .object({
+      /** Memory (page cache included) all builds may hold, as a share of the machine's memory (cgroup memory.max). */
+      memoryPercent: z.number().int().min(5).max(95).default(50),
+      /** CPU time all builds may take, in percent of one CPU (cgroup cpu.max): 100 is one CPU's worth. */
+      cpuPercent: z.number().int().min(10).max(100000).default(100),
+      /** Processes and threads all builds may have at once (cgroup pids.max). */
+      tasks: z.number().int().min(16).max(1048576).default(1024),
+    })
+    .strict(),
+]);
+export type BuildCgroupSettings = Exclude<z.infer<typeof buildCgroupSchema>, false>;
+
 /** A web app as one node serves it: where it lives, where it may come from, how it is built and checked. */
 export const appSchema = z
   .object({
@@ -292,6 +312,12 @@ export const settingsSchema = z.object({
   heartbeatSeconds: seconds(1, 3600).default(15),
   shutdownDeadlineSeconds: seconds(1, 3600).default(60),
   lostAfterSeconds: seconds(2, 86400).default(60),
+  /**
+   * How long a node must have been silent, lost or decommissioned, before the coordinator
+   * removes its queues, dead-letter queues and subscriptions (and with them what a person might
+   * still read in the dead-letter queue).
+   */
+  nodeQueueGraceSeconds: seconds(1, 14 * 86400).default(86400),
   /** How long the coordinator's lease lasts unrenewed: a standby takes over this long after the leader dies. */
   coordinatorLeaseSeconds: seconds(3, 3600).default(30),
   /** How often, at most, the coordinator writes the fleet snapshot that `bosun nodes` reads. */
@@ -318,6 +344,12 @@ export const settingsSchema = z.object({
   /** The local emulator's address, written by `bosun dev`; used only when AWS_ENDPOINT_URL is unset. */
   /** The db role's database (db nodes). */
   db: z.preprocess(json, dbSchema).optional(),
+  /**
+   * Web nodes: run builds in a cgroup of their own below the agent's, with limits for all of
+   * them together, so a build cannot starve the web server. Needs the cgroup that systemd
+   * delegates to the agent's unit (deploy/systemd: Delegate=yes).
+   */
+  buildCgroup: z.preprocess(json, buildCgroupSchema).default(false),
   /** Where this web node is reached by the balancers (web nodes). */
   web: z.preprocess(json, webSchema).default({}),
   /** The balancer role's HAProxy (balancer nodes). */
@@ -345,6 +377,7 @@ export const settingEnv: Record<SettingName, string> = {
   heartbeatSeconds: "BOSUN_HEARTBEAT_INTERVAL",
   shutdownDeadlineSeconds: "BOSUN_SHUTDOWN_DEADLINE",
   lostAfterSeconds: "BOSUN_LOST_AFTER",
+  nodeQueueGraceSeconds: "BOSUN_NODE_QUEUE_GRACE",
   coordinatorLeaseSeconds: "BOSUN_COORDINATOR_LEASE",
   fleetSnapshotSeconds: "BOSUN_FLEET_SNAPSHOT",
   commandTtlSeconds: "BOSUN_COMMAND_TTL",
@@ -353,6 +386,7 @@ export const settingEnv: Record<SettingName, string> = {
   schedules: "BOSUN_SCHEDULES",
   db: "BOSUN_DB",
   web: "BOSUN_WEB",
+  buildCgroup: "BOSUN_BUILD_CGROUP",
   balancer: "BOSUN_BALANCER",
   targetGroup: "BOSUN_TARGET_GROUP",
   backups: "BOSUN_BACKUPS",

@@ -19,7 +19,7 @@ export async function startAgent(ctx: Context, options: AgentRunOptions): Promis
   }
   const agent = new Agent(
     { clients: ctx.clients, logger: ctx.logger, clock: systemClock, trust: ctx.trust() },
-    { settings: ctx.settings, node: { id: identity.nodeId, roles: identity.roles }, roles: rolesFor(identity.roles) },
+    { settings: ctx.settings, node: { id: identity.nodeId, roles: identity.roles }, roles: await rolesFor(identity.roles) },
   );
   ctx.logger.info({ node: identity.nodeId, roles: identity.roles, identityFrom: identity.source, configFile: ctx.settings.configFile }, "starting agent");
   await agent.start();

@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { acquirePidLock, isBosunProcess, whereIs } from "@bosun/core";
 import { spawnBosun, type BosunProcess } from "../children.ts";
 import { createContext } from "../context.ts";
-import { startEmulator, type Emulator } from "../emulator.ts";
+import { loadFauxqs, startEmulator, type Emulator } from "../emulator.ts";
 import { ensureDemoRepo, startSiteServer } from "../devsite.ts";
 import { freePort, startDevDatabases, type DevDatabases } from "../devdb.ts";
 import { init } from "./init.ts";
@@ -45,6 +45,8 @@ const devKeys = [
  */
 export async function dev(options: DevOptions): Promise<DevFleet> {
   const dir = resolve(options.dir);
+  // Before anything is made: the bundle has no emulator, and says so.
+  await loadFauxqs();
   await mkdir(dir, { recursive: true });
   const lock = await acquirePidLock(join(dir, "dev.pid"), `The dev fleet in ${dir}`);
   await stopSurvivors(join(dir, "children.json"), options.onLine);

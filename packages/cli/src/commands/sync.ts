@@ -25,7 +25,7 @@ export async function syncOnce(
       const { nodeId, roles: names } = await options.identify();
       const roles = await bootRoles(
         { clients: ctx.clients, logger: ctx.logger, clock: systemClock, trust: ctx.trust() },
-        { settings: ctx.settings, node: { id: nodeId, roles: names }, roles: rolesFor(names), signal },
+        { settings: ctx.settings, node: { id: nodeId, roles: names }, roles: await rolesFor(names), signal },
       );
       const failures = roles.flatMap((r) => r.failures);
       if (failures.length === 0) return { roles };

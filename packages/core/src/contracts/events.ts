@@ -52,6 +52,17 @@ export const eventSchemas = {
     message: z.string().max(2000),
     details: z.record(z.string(), z.unknown()).optional(),
   }),
+  /**
+   * The coordinator removed what a gone node left in SQS and SNS: its queues, their
+   * dead-letter queues (with any message still in them) and their subscriptions.
+   */
+  "queues-removed": z.object({
+    node: nodeRef,
+    status: z.enum(["lost", "down"]),
+    lastSeen: z.iso.datetime(),
+    queues: z.array(z.string()),
+    subscriptions: z.array(z.string()),
+  }),
   heartbeat: z.object({ node: nodeRef, inFlight: z.number().int(), uptimeSeconds: z.number(), report: roleReportsSchema }),
   ...balancerEventSchemas,
   ...dbEventSchemas,

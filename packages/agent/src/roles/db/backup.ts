@@ -163,15 +163,14 @@ async function streamSnapshot(services: RoleServices, engine: DatabaseEngine, db
     await run.done;
     if (upload.bytes !== stored.bytes) throw new BackupFailed("BACKUP_SIZE_MISMATCH", `S3 took ${upload.bytes} bytes of ${objectKey}, and ${stored.bytes} were sent`);
   } catch (error) {
-    // Whether the compressor or the snapshot tool had failed on its own (killed, the database went away) before the upload
-    // stopped: that says more than the broken pipe it left. A tool's exit can come a moment after the pipe broke.
-    // A compressor killed by SIGPIPE only saw its output go away (the upload failed first): that is not news.
-    const failure = (done: Promise<void>, ms: number) =>
-      Promise.race([done.then(() => undefined, (e: unknown) => (/SIGPIPE/.test(errorMessage(e)) ? undefined : e)), new Promise<undefined>((resolve) => setTimeout(resolve, ms, undefined))]);
-    const toolFailure = (await failure(run.done, 0)) ?? (await failure(compressing.done, 500));
+    // Whether the snapshot tool had failed on its own (the database went away) before the upload stopped: that says more.
+    const toolFailure = await Promise.race([run.done.then(() => undefined, (e: unknown) => e), new Promise<undefined>((resolve) => setImmediate(resolve, undefined))]);
+    // A broken pipe into the compressor: it died, and its exit (which can come a moment later) says why.
+    const compressorFailure =
+      [error, toolFailure].some((e) => (e as { code?: string } | undefined)?.code === "EPIPE") ? await Promise.race([compressing.done.then(() => undefined, (e: unknown) => e), new Promise<undefined>((resolve) => setTimeout(resolve, 500, undefined))]) : undefined;
     local.abort();
     await run.done.catch(() => undefined);
-    throw toolFailure ?? error;
+    throw compressorFailure ?? toolFailure ?? error;
   }
   return {
     object: { key: objectKey, bytes: stored.bytes, sha256: stored.sha256() },

@@ -57,15 +57,29 @@ function toolStream(argv: readonly string[]): Compressing {
   const [file, ...args] = argv;
   const child = spawn(file!, args, { stdio: ["pipe", "pipe", "pipe"] });
   let stderr = "";
+  let stopped = false;
   child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString("utf8")).slice(-500)));
   // Writing to a tool that died fails with EPIPE: its exit says why.
-  child.stdin.on("error", () => undefined);
+  let inputBroke = false;
+  child.stdin.on("error", () => (inputBroke = true));
   const done = new Promise<void>((resolve, reject) => {
     child.once("error", (error) => reject(new CodecError("COMPRESSOR_FAILED", `${file} could not start: ${error.message}`, { cause: error })));
-    child.once("close", (code, signal) => {
-      if (code === 0) return resolve();
+    // A failure is known when the tool exits (its pipes may stay open a while after); success once its output is all read.
+    child.once("exit", (code, signal) => {
+      if (code === 0) return;
       const why = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      reject(new CodecError("COMPRESSOR_FAILED", `${file} ${why}${stderr.trim() ? `: ${stderr.trim()}` : ""}`));
+      // Stopped by us because the pipeline failed elsewhere, or cut off from its output: a consequence, said as one.
+      const consequence = stopped || signal === "SIGPIPE";
+      const fail = () => reject(new CodecError(consequence ? "COMPRESSOR_STOPPED" : "COMPRESSOR_FAILED", `${file} ${consequence ? "was stopped: its output went away" : why}${stderr.trim() ? `: ${stderr.trim()}` : ""}`));
+      // What it said on its way out, if it comes soon.
+      if (child.stderr.readableEnded) fail();
+      else {
+        const timer = setTimeout(fail, 200);
+        child.stderr.once("end", () => (clearTimeout(timer), fail()));
+      }
+    });
+    child.once("close", (code) => {
+      if (code === 0) resolve();
     });
   });
   // Awaited by whoever holds the stream's end on it; until then a failure must not be an unhandled rejection.
@@ -75,7 +89,11 @@ function toolStream(argv: readonly string[]): Compressing {
   const stream = Duplex.from({ writable: child.stdin, readable: child.stdout });
   // Torn down before its output ended (the pipeline failed elsewhere): the tool goes too.
   stream.once("close", () => {
-    if (!ended && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    if (!ended && child.exitCode === null && child.signalCode === null) {
+      // Its input broke first: it died by itself (the exit, reported soon, says how); otherwise this stops it.
+      stopped = !inputBroke;
+      child.kill("SIGKILL");
+    }
   });
   return { stream, done };
 }

@@ -46,7 +46,12 @@ export interface DatabaseEngine {
   /** This server's name in the archive: Bosun's uuid for it, and the epoch of its history (raised by every restore). */
   archiveName(): Promise<{ uuid: string; epoch: number }>;
   /** The binary log's files on this node, or undefined when binary logging is off. */
-  binaryLogs(): Promise<BinaryLogs | undefined>;
+  /**
+   * `written`: how far the server has written, when the caller knows it already (zero-loss mode
+   * reads it off its replication stream: SHOW MASTER STATUS waits while commits wait for an
+   * acknowledgement, and the acknowledgement waits for the shipper).
+   */
+  binaryLogs(written?: { file: string; position: number }): Promise<BinaryLogs | undefined>;
   /** Stops applying replicated changes so the data stays put; returns where in the primary's history it stopped. */
   pauseReplica(): Promise<Coordinates>;
   resumeReplica(): Promise<void>;

@@ -69,7 +69,7 @@ export function dbRole(services: RoleServices): Role {
   const engine = new MariaDbEngine({ logger: services.logger.child({ role: "db" }) }, { db, stateDir: services.settings.stateDir });
   const log = services.logger.child({ role: "db" });
   let acker: ZeroLossAcker | undefined;
-  const shipper = new BinlogShipper({ services, engine, fence: () => notPrimary(services), synced: () => acker?.synced }, db.shipping);
+  const shipper = new BinlogShipper({ services, engine, fence: () => notPrimary(services), written: () => acker?.written() }, db.shipping);
   if (db.shipping.zeroLoss.enabled && db.shipping.enabled !== "off") acker = new ZeroLossAcker({ services, server: engine, archive: shipper }, db.shipping.zeroLoss);
   const watch = new ReplicationWatch({ services, engine }, db.health);
   return {

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import { chown, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { Transform, type Readable, type TransformCallback } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import { createConnection, type Connection } from "mysql2/promise";
@@ -63,17 +63,21 @@ export class MariaDbEngine implements DatabaseEngine {
     return { uuid, epoch };
   }
 
-  async binaryLogs(): Promise<BinaryLogs | undefined> {
+  async binaryLogs(written?: { file: string; position: number }): Promise<BinaryLogs | undefined> {
     return this.#with(async (c) => {
-      const [[vars]] = (await c.query("SELECT @@log_bin AS enabled, @@log_bin_basename AS base")) as unknown as [[{ enabled: number; base: string | null }]];
+      const [[vars]] = (await c.query("SELECT @@log_bin AS enabled, @@log_bin_basename AS base, @@log_bin_index AS list")) as unknown as [[{ enabled: number; base: string | null; list: string | null }]];
       if (!Number(vars.enabled) || !vars.base) return undefined;
-      const [logs] = (await c.query("SHOW BINARY LOGS")) as unknown as [{ Log_name: string }[]];
-      // Read after the list: a file the list does not have yet is one the server rotated to in between.
-      const [[master]] = (await c.query("SHOW MASTER STATUS")) as unknown as [[{ File: string; Position: number | string }]];
       const dir = dirname(vars.base);
+      // SHOW BINARY LOGS and SHOW MASTER STATUS wait behind commits that wait for a semi-synchronous acknowledgement:
+      // when the caller knows how far the server has written, the file list comes from the server's index file instead.
+      const names = written && vars.list ? await binlogIndexFile(vars.list) : ((await c.query("SHOW BINARY LOGS")) as unknown as [{ Log_name: string }[]])[0].map((l) => l.Log_name);
+      // Read after the list: a file the list does not have yet is one the server rotated to in between.
+      const [[master]] = written
+        ? [[{ File: written.file, Position: written.position }]]
+        : ((await c.query("SHOW MASTER STATUS")) as unknown as [[{ File: string; Position: number | string }]]);
       return {
         replica: (await this.#replicaStatus(c)) !== undefined,
-        files: logs.map((l) => ({ name: l.Log_name, path: join(dir, l.Log_name) })),
+        files: names.map((name) => ({ name, path: join(dir, name) })),
         written: { file: master.File, position: Number(master.Position) },
       };
     });
@@ -467,6 +471,12 @@ export class MariaDbEngine implements DatabaseEngine {
     const current = JSON.parse(await readFile(path, "utf8")) as { uuid: string; epoch: number };
     await writeFile(path, JSON.stringify({ ...current, epoch: current.epoch + 1 }));
   }
+}
+
+/** The file names the server's binary-log index file lists, in order (its lines are paths, relative or absolute). */
+async function binlogIndexFile(path: string): Promise<string[]> {
+  const text = await readFile(path.endsWith(".index") ? path : `${path}.index`, "utf8");
+  return text.split("\n").map((line) => basename(line.trim())).filter((name) => /\.[0-9]{6,}$/.test(name));
 }
 
 /** Puts a data directory set aside by a restore back in its place. */

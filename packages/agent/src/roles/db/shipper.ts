@@ -99,20 +99,20 @@ export class BinlogShipper {
   readonly shipped = { segments: 0, bytes: 0 };
   #lastShippedAt: string | undefined;
   readonly #shippedListeners: (() => void)[] = [];
-  readonly #synced: (() => { file: string; position: number } | undefined) | undefined;
+  readonly #written: (() => { file: string; position: number } | undefined) | undefined;
 
   constructor(
     deps: {
       services: RoleServices;
       engine: DatabaseEngine;
       fence?: () => Promise<string | undefined>;
-      /** Where the server has synced transactions it waits on (zero-loss mode): shipped that far even before SHOW MASTER STATUS says so. */
-      synced?: () => { file: string; position: number } | undefined;
+      /** How far the server has written, as zero-loss mode's replication stream saw it (undefined: ask the server). */
+      written?: () => { file: string; position: number } | undefined;
     },
     options: Shipping,
   ) {
     this.#services = deps.services;
-    this.#synced = deps.synced;
+    this.#written = deps.written;
     this.#engine = deps.engine;
     this.#fence = deps.fence;
     this.#options = options;
@@ -207,7 +207,7 @@ export class BinlogShipper {
 
   /** One segment at the most; true when more is waiting to ship at once. */
   async #shipOnce(): Promise<boolean> {
-    const logs = await this.#engine.binaryLogs();
+    const logs = await this.#engine.binaryLogs(this.#written?.());
     this.#shipping = logs !== undefined && !(logs.replica && this.#options.enabled === "auto");
     if (!logs || !this.#shipping) return false;
     if (await this.#isFenced()) return false;
@@ -276,9 +276,7 @@ export class BinlogShipper {
     const entry = logs.files.find((f) => f.name === file)!;
     // The newest file is shipped only as far as the server says it has written it whole; an older one is closed, to its end.
     const closed = binlogFileNumber(file) < binlogFileNumber(logs.written.file);
-    const synced = this.#synced?.();
-    const written = file === logs.written.file ? Math.max(logs.written.position, synced?.file === file ? synced.position : 0) : 0;
-    const limit = closed ? await fileSize(entry.path) : written;
+    const limit = closed ? await fileSize(entry.path) : file === logs.written.file ? logs.written.position : 0;
     // Listed but gone from the disk: purged since the listing (the next pass sees it gone and reports the gap), or removed by hand.
     if (limit === undefined) throw new ShippingError("BINLOG_FILE_MISSING", `${entry.path} is in the server's binlog index but could not be opened`);
     if (start >= limit && !closed) return undefined;

@@ -52,8 +52,8 @@ export class ZeroLossAcker {
   /** The furthest position the server asked to have acknowledged, and not yet acknowledged. */
   #pending: { file: string; position: number } | undefined;
   #file = "";
-  /** Where the server has written whole transactions it waits on: the shipper may ship that far. */
-  synced: { file: string; position: number } | undefined;
+  /** The end of the last event the replication stream brought: how far the server has written its binary log. */
+  #seen: { file: string; position: number } | undefined;
   readonly stats = { requested: 0, acknowledged: 0 };
 
   constructor(deps: { services: RoleServices; server: SemiSyncServer; archive: ArchiveEnd }, options: { timeoutMs: number; serverId: number }) {
@@ -63,6 +63,15 @@ export class ZeroLossAcker {
     this.#options = options;
     this.#log = deps.services.logger.child({ role: "db", part: "zero-loss" });
     this.#archive.onShipped(() => this.#acknowledge());
+  }
+
+  /**
+   * How far the server has written, while the replication connection is up: the shipper ships
+   * that far without asking the server (SHOW MASTER STATUS waits behind commits that wait for an
+   * acknowledgement, which waits for the shipper).
+   */
+  written(): { file: string; position: number } | undefined {
+    return this.#connection ? this.#seen : undefined;
   }
 
   start(): void {
@@ -89,6 +98,7 @@ export class ZeroLossAcker {
         await connection.execute("SET @rpl_semi_sync_slave = 1");
         connection.startDump(this.#options.serverId, from.file, from.position);
         this.#file = from.file;
+        this.#seen = from;
         this.#log.info({ from }, "zero-loss mode: acknowledging commits once they are in S3");
         failures = 0;
         for (;;) this.#event(await connection.nextPacket());
@@ -114,13 +124,17 @@ export class ZeroLossAcker {
     if (type === ROTATE_EVENT) {
       // The body: the position in the new file (8 bytes), then its name (and a checksum, when the log has them).
       const name = /^[A-Za-z0-9_.-]*?\.[0-9]{6,}/.exec(event.subarray(27).toString("latin1"))?.[0];
-      if (name) this.#file = name;
+      if (name) {
+        this.#file = name;
+        this.#seen = { file: name, position: Number(event.readBigUInt64LE(19)) };
+      }
       return;
     }
+    // Events the server made up for the stream (its format description) carry no position.
+    if (next > 0) this.#seen = { file: this.#file, position: next };
     if (!wantsAck || next === 0) return;
     this.stats.requested += 1;
     this.#pending = { file: this.#file, position: next };
-    this.synced = this.#pending;
     this.#archive.shipNow();
     this.#acknowledge();
   }

@@ -3,10 +3,14 @@ import { lchown, lstat, chmod, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
-import type { AppSettings, Logger } from "@bosun/core";
+import type { AppSettings, BuildCgroupSettings, Logger } from "@bosun/core";
 import { walkTree } from "./tree.ts";
+import { inCgroup, prepareBuildCgroup, type CgroupPaths } from "./cgroup.ts";
 
-export type BuildFailure = "BUILD_FAILED" | "BUILD_TIMEOUT" | "BUILD_ABORTED" | "BUILD_USER";
+export type BuildFailure = "BUILD_FAILED" | "BUILD_TIMEOUT" | "BUILD_ABORTED" | "BUILD_USER" | "BUILD_CGROUP";
+
+/** The builds' cgroup, made at the first build that asks for it (one per process and hierarchy, shared by every app). */
+const buildCgroups = new Map<string, Promise<string>>();
 export type BuildResult = { ok: true; durationMs: number } | { ok: false; error: string; code: BuildFailure };
 
 type BuildSettings = NonNullable<AppSettings["build"]>;
@@ -40,9 +44,29 @@ export async function lookUpUser(name: string): Promise<Account | undefined> {
  */
 export async function runBuild(
   build: BuildSettings,
-  options: { cwd: string; signal: AbortSignal; log: Logger; /** Runs after the build, before the tree is taken back. */ beforeTakeBack?: () => Promise<void> },
+  options: {
+    cwd: string;
+    signal: AbortSignal;
+    log: Logger;
+    /** Runs after the build, before the tree is taken back. */
+    beforeTakeBack?: () => Promise<void>;
+    /** Limits for all builds together, in their own cgroup (setting buildCgroup). */
+    cgroup?: { limits: BuildCgroupSettings; paths?: CgroupPaths } | undefined;
+  },
 ): Promise<BuildResult> {
   const started = performance.now();
+  let cgroup: string | undefined;
+  if (options.cgroup) {
+    const key = JSON.stringify(options.cgroup);
+    try {
+      if (!buildCgroups.has(key)) buildCgroups.set(key, prepareBuildCgroup(options.cgroup.limits, options.cgroup.paths));
+      cgroup = await buildCgroups.get(key)!;
+    } catch (error) {
+      buildCgroups.delete(key);
+      // Asked for and not there: building without the limits could starve the web server.
+      return { ok: false, code: "BUILD_CGROUP", error: `builds must run in their own cgroup (setting buildCgroup) and it cannot be made: ${(error as Error).message}` };
+    }
+  }
   let account: Account | undefined;
   let home: string | undefined;
   if (build.user !== false) {
@@ -62,7 +86,7 @@ export async function runBuild(
   } else options.log.warn("build runs as the agent's own user (build.user is false): the repository's code can read this node's keys");
 
   try {
-    const result = await spawnBuild(build, { ...options, ...(account ? { account } : {}), home: home ?? options.cwd });
+    const result = await spawnBuild(build, { cwd: options.cwd, signal: options.signal, log: options.log, account, cgroup, home: home ?? options.cwd });
     return result.ok ? { ok: true, durationMs: Math.round(performance.now() - started) } : result;
   } finally {
     if (home) await rm(home, { recursive: true, force: true }).catch(() => undefined);
@@ -75,15 +99,20 @@ export async function runBuild(
   }
 }
 
-async function spawnBuild(build: BuildSettings, options: { cwd: string; signal: AbortSignal; log: Logger; account?: Account; home: string }): Promise<BuildResult> {
+async function spawnBuild(
+  build: BuildSettings,
+  options: { cwd: string; signal: AbortSignal; log: Logger; account: Account | undefined; cgroup: string | undefined; home: string },
+): Promise<BuildResult> {
   const limits = [`--nproc=${build.processes}`, `--data=${build.memoryMB * 1024 * 1024}`, `--fsize=${build.fileMB * 1024 * 1024}`, "--core=0"];
   const command = build.command;
   const limited = ["prlimit", ...limits, "--", ...command];
   // setpriv(1) switches to the build user and empties the inheritable and ambient capability
   // sets, so the capabilities the agent holds to hand trees over (deploy/systemd) never reach the build.
-  const argv = options.account
+  const asUser = options.account
     ? ["setpriv", `--reuid=${options.account.uid}`, `--regid=${options.account.gid}`, "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all", "--", ...limited]
     : limited;
+  // Into the builds' cgroup first, while still the agent's user, who may move processes there.
+  const argv = options.cgroup ? inCgroup(options.cgroup, asUser) : asUser;
   const child = spawn(argv[0]!, argv.slice(1), { cwd: options.cwd, env: buildEnv(options.home), stdio: ["ignore", "pipe", "pipe"], detached: true });
   for (const stream of ["stdout", "stderr"] as const) {
     createInterface({ input: child[stream] }).on("line", (line) => options.log.info({ stream, line: line.slice(0, 2000) }, "build output"));

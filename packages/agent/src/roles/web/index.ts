@@ -16,7 +16,7 @@ import { syncToDesired } from "./sync.ts";
 export function webRole(services: RoleServices): Role {
   const { settings, logger } = services;
   const apps = Object.entries(settings.apps);
-  const rootOf = (app: string) => new ReleaseRoot({ logger }, { app, settings: settings.apps[app]! });
+  const rootOf = (app: string) => new ReleaseRoot({ logger }, { app, settings: settings.apps[app]!, buildCgroup: settings.buildCgroup });
 
   const records = new SignedRecords({ store: services.store, trust: services.trust });
   /** The app's desired release, checked under the trust policy; a refused record is reported and not acted on. */

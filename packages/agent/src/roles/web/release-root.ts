@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, statfs, symlink } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { z } from "zod";
-import { commitPattern, errorSummary, withPidLock, type AppSettings, type Logger } from "@bosun/core";
+import { commitPattern, errorSummary, withPidLock, type AppSettings, type BuildCgroupSettings, type Logger } from "@bosun/core";
 import { runBuild } from "./build.ts";
 import { checkoutRelease, listTree, pristineManifest, type CheckoutResult, type ReleaseManifest } from "./checkout.ts";
 import { fetchCommit, FetchLimitError, freeBytes, mib } from "./git.ts";
@@ -69,10 +69,13 @@ export class ReleaseRoot {
   readonly app: string;
   readonly settings: AppSettings;
   readonly #log: Logger;
+  /** Limits for all the node's builds together, in their own cgroup (setting buildCgroup); false for none. */
+  readonly #buildCgroup: BuildCgroupSettings | false;
 
-  constructor(deps: { logger: Logger }, options: { app: string; settings: AppSettings }) {
+  constructor(deps: { logger: Logger }, options: { app: string; settings: AppSettings; buildCgroup?: BuildCgroupSettings | false }) {
     this.app = options.app;
     this.settings = options.settings;
+    this.#buildCgroup = options.buildCgroup ?? false;
     this.#log = deps.logger.child({ app: options.app });
   }
 
@@ -171,6 +174,7 @@ export class ReleaseRoot {
             cwd: tmp,
             signal,
             log,
+            cgroup: this.#buildCgroup ? { limits: this.#buildCgroup } : undefined,
             // Only a build that cannot write the agent's files leaves files a later release may reuse.
             beforeTakeBack: async () => void (manifest = build.user === false ? undefined : await pristineManifest(tmp, commit, checkout)),
           });
