@@ -1,70 +1,17 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
-import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { createMessage, type Envelope } from "@bosun/core";
+import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { needs } from "./helpers/tools.ts";
-import { freePort, loadGenerator } from "./helpers/web.ts";
+import { until } from "./helpers/until.ts";
+import { balancerSettings } from "./helpers/balancer.ts";
+import { Backend, freePort, loadGenerator } from "./helpers/web.ts";
 import { RuntimeApi } from "../packages/agent/src/roles/balancer/runtime.ts";
 
 const tools = needs({ haproxy: "haproxy" });
-
-/** A web node's site: a real HTTP server that names itself, with a check path and a slow page. */
-class Backend {
-  inFlight = 0;
-  served = 0;
-  readonly #server: Server;
-  readonly name: string;
-  port = 0;
-
-  constructor(name: string) {
-    this.name = name;
-    this.#server = createServer((request, response) => {
-      const url = new URL(request.url ?? "/", "http://x");
-      if (url.pathname === "/health") return void response.end("ok");
-      this.inFlight += 1;
-      const finish = () => {
-        this.inFlight -= 1;
-        this.served += 1;
-        response.end(this.name);
-      };
-      if (url.pathname === "/slow") setTimeout(finish, Number(url.searchParams.get("ms") ?? 2000));
-      else finish();
-    });
-  }
-
-  async start(): Promise<this> {
-    this.#server.listen(0, "127.0.0.1");
-    await once(this.#server, "listening");
-    this.port = (this.#server.address() as { port: number }).port;
-    return this;
-  }
-
-  close(): Promise<void> {
-    this.#server.closeAllConnections();
-    return new Promise((resolve) => this.#server.close(() => resolve()));
-  }
-}
-
-/** Polls until `probe` returns a value (not undefined), or fails naming what it waited for. */
-async function until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("balancer role", { skip: tools.skip }, () => {
   let fleet: TestFleet;
@@ -81,18 +28,7 @@ describe("balancer role", { skip: tools.skip }, () => {
     return b;
   };
 
-  /** A node-up or node-down of a web node, signed as the coordinator signs the node-downs of lost nodes. */
-  const webEvent = (type: "node-up" | "node-down", node: string, port?: number, host = "127.0.0.1"): Envelope =>
-    createMessage(fleet.signers.get("coordinator")!, {
-      kind: "event",
-      type,
-      correlationId: `${type}-${node}-${Date.now()}`,
-      ttlSeconds: 300,
-      payload:
-        type === "node-up"
-          ? { node: { id: node, roles: ["web"] }, version: "test", startedAt: new Date().toISOString(), pid: 1, report: { web: { releases: {}, address: { host, port } } } }
-          : { node: { id: node, roles: ["web"] }, reason: "decommissioned" },
-    });
+  const webEvent = (type: "node-up" | "node-down", node: string, port?: number, host = "127.0.0.1"): Envelope => fleet.nodeEvent(type, node, { host, ...(port ? { port } : {}) });
 
   const servers = async () => new Map((await runtime.servers("web")).map((s) => [s.name, s]));
   const get = async (path = "/") => {
@@ -111,6 +47,22 @@ describe("balancer role", { skip: tools.skip }, () => {
 
   /** Requests through HAProxy from four loops until stopped, counting failures (any status but 200, any error). */
   const startLoad = () => loadGenerator(`http://127.0.0.1:${listenPort}/`, () => new Set(backends.map((b) => b.name)), 4);
+
+  /**
+   * Two web nodes in the backend, load through HAProxy all along, and slow requests sent until
+   * one of them is being served by `slow`; `slowRequests` collects them all (each with when it ended).
+   */
+  async function slowRequestInFlight(slow: Backend, steady: Backend, ms: number, load: { current?: ReturnType<typeof startLoad> }, slowRequests: Promise<{ status: number; body: string; at: number }>[]): Promise<void> {
+    for (const b of [slow, steady]) await fleet.publish(webEvent("node-up", b.name, b.port));
+    await reaches([slow.name, steady.name]);
+    await until(async () => ((await servers()).get(slow.name)?.status === "UP" ? true : undefined), `${slow.name} to be checked up`);
+    load.current = startLoad();
+    await until(async () => {
+      slowRequests.push(get(`/slow?ms=${ms}`).then((r) => ({ ...r, at: Date.now() })));
+      await new Promise((r) => setTimeout(r, 50));
+      return slow.inFlight > 0 ? true : undefined;
+    }, `a slow request in flight on ${slow.name}`);
+  }
 
   /** Takes nodes out again, so each test leaves the backend as it found it. */
   async function remove(names: string[]): Promise<void> {
@@ -133,12 +85,8 @@ describe("balancer role", { skip: tools.skip }, () => {
     await fleet.startCoordinator();
     listenPort = await freePort();
     haproxyDir = join(fleet.dir, "haproxy-lb-1");
-    const program = ["/usr/sbin/haproxy", "/usr/bin/haproxy"].find((p) => existsSync(p)) ?? "haproxy";
     env = {
-      BOSUN_BALANCER: JSON.stringify({
-        haproxy: program,
-        dir: haproxyDir,
-        listen: { host: "127.0.0.1", port: listenPort },
+      BOSUN_BALANCER: balancerSettings(haproxyDir, listenPort, {
         check: { path: "/health", interMs: 300, fall: 2, rise: 1 },
         // Fifty events published from this process (which also runs the emulator) can take over a second on a loaded machine.
         debounceMs: 2000,
@@ -184,7 +132,7 @@ describe("balancer role", { skip: tools.skip }, () => {
       // bosun lb status shows it from the balancer's heartbeat.
       const status = await until(async () => {
         const out = await fleet.bosun(["lb", "status", "--json"]);
-        const lbs = JSON.parse(out.stdout) as { node: string; report?: { backends: { node: string; state: string; health: string }[] } }[];
+        const lbs = (JSON.parse(out.stdout) as { balancers: { node: string; report?: { backends: { node: string; state: string; health: string }[] } }[] }).balancers;
         const entry = lbs.find((b) => b.node === "lb-1")?.report?.backends.find((b) => b.node === "web-a");
         return entry?.health === "up" ? entry : undefined;
       }, "bosun lb status to show web-a healthy");
@@ -252,20 +200,11 @@ describe("balancer role", { skip: tools.skip }, () => {
 
   it("a drain waits for an in-flight slow request to finish before the node goes, and no request fails", async () => {
     const [slow, steady] = await Promise.all([backend("drain-slow"), backend("drain-steady")]);
-    // Load through HAProxy all along.
-    let load: ReturnType<typeof startLoad> | undefined;
+    const running: { current?: ReturnType<typeof startLoad> } = {};
     const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
     try {
-      for (const b of [slow, steady]) await fleet.publish(webEvent("node-up", b.name, b.port));
-      await reaches([slow.name, steady.name]);
-      await until(async () => ((await servers()).get(slow.name)?.status === "UP" ? true : undefined), "drain-slow to be checked up");
-      load = startLoad();
-      // Slow requests until one of them is being served by drain-slow.
-      await until(async () => {
-        slowRequests.push(get("/slow?ms=3000").then((r) => ({ ...r, at: Date.now() })));
-        await new Promise((r) => setTimeout(r, 50));
-        return slow.inFlight > 0 ? true : undefined;
-      }, "a slow request in flight on drain-slow");
+      await slowRequestInFlight(slow, steady, 3000, running, slowRequests);
+      const load = running.current!;
 
       const drain = await fleet.bosun(["lb", "drain", slow.name, "--json", "--timeout", "60"]);
       const drainedAt = Date.now();
@@ -289,7 +228,34 @@ describe("balancer role", { skip: tools.skip }, () => {
       assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
       assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
     } finally {
-      await load?.stop();
+      await running.current?.stop();
+      await Promise.allSettled(slowRequests);
+      await remove([slow.name, steady.name]);
+    }
+  });
+
+  it("a web node decommissioned under load is drained before it goes: its slow request in flight finishes, and no request fails", async () => {
+    const [slow, steady] = await Promise.all([backend("leave-slow"), backend("leave-steady")]);
+    const running: { current?: ReturnType<typeof startLoad> } = {};
+    const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
+    try {
+      await slowRequestInFlight(slow, steady, 2500, running, slowRequests);
+      const load = running.current!;
+      const since = Date.now() - 1000;
+      // A node-down with reason "decommissioned", as a web agent sends when it is decommissioned.
+      await fleet.publish(webEvent("node-down", slow.name));
+      await lb.waitForLog((r) => r.msg === "a web node left on purpose: draining it before it goes" && r["backend"] === slow.name, "leave-slow to drain");
+      const update = await until(async () => updatesAfter(since).find((e) => e.payload.removed.includes(slow.name)), "leave-slow's removal", 30_000);
+      const finished = await Promise.all(slowRequests);
+      assert.ok(finished.every((r) => r.status === 200), `slow requests: ${finished.map((r) => r.status).join(",")}`);
+      // Removing it would have cut that request (its sessions are shut down): it was served whole instead.
+      assert.ok(finished.some((r) => r.body === slow.name), "a slow request was in flight on leave-slow as it left, and finished");
+      assert.equal(update.payload.via, "runtime");
+      const stats = await load.stop();
+      assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
+      assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
+    } finally {
+      await running.current?.stop();
       await Promise.allSettled(slowRequests);
       await remove([slow.name, steady.name]);
     }

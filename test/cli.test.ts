@@ -88,7 +88,7 @@ describe("bosun dev", { skip: tools.skip }, () => {
         for (let i = 0; i < 150 && healthy.length < 2; i++) {
           const status = await bosun(["lb", "status", "--json"], dir);
           assert.equal(status.code, 0, status.stderr);
-          const lbs = JSON.parse(status.stdout) as { node: string; report?: { backends: { node: string; health: string; state: string }[] } }[];
+          const lbs = (JSON.parse(status.stdout) as { balancers: { node: string; report?: { backends: { node: string; health: string; state: string }[] } }[] }).balancers;
           healthy = (lbs.find((b) => b.node === "lb-1")?.report?.backends ?? []).filter((b) => b.health === "up" && b.state === "ready").map((b) => b.node).sort();
           if (healthy.length < 2) await new Promise((r) => setTimeout(r, 200));
         }

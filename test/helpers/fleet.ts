@@ -265,6 +265,25 @@ export class TestFleet {
     });
   }
 
+  /**
+   * A node-up or node-down of a node announced by hand (no agent runs for it), signed as the
+   * coordinator signs the node-downs of lost nodes; a node-up says where its site is reached.
+   */
+  nodeEvent(type: "node-up" | "node-down", node: string, options: { host?: string; port?: number; roles?: string[] } = {}): Envelope {
+    const roles = options.roles ?? ["web"];
+    const address = { host: options.host ?? "127.0.0.1", port: options.port ?? 8080 };
+    return createMessage(this.signers.get("coordinator")!, {
+      kind: "event",
+      type,
+      correlationId: `${type}-${node}-${Date.now()}`,
+      ttlSeconds: 300,
+      payload:
+        type === "node-up"
+          ? { node: { id: node, roles }, version: "test", startedAt: new Date().toISOString(), pid: 1, report: { web: { releases: {}, address } } }
+          : { node: { id: node, roles }, reason: "decommissioned" },
+    });
+  }
+
   async publish(envelope: Envelope): Promise<void> {
     await this.#bus!.publish(envelope);
   }

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { once } from "node:events";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ChildServer } from "./process.ts";
@@ -139,4 +141,53 @@ export function loadGenerator(url: string, known: () => ReadonlySet<string>, wor
       return stats;
     },
   };
+}
+
+/** An HTTP server of a test's own on a free 127.0.0.1 port, answering with `handle`. */
+export abstract class LocalServer {
+  readonly #server: Server;
+  port = 0;
+
+  constructor() {
+    this.#server = createServer((request, response) => this.handle(request, response));
+  }
+
+  protected abstract handle(request: IncomingMessage, response: ServerResponse): void;
+
+  async start(): Promise<this> {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    this.port = (this.#server.address() as { port: number }).port;
+    return this;
+  }
+
+  close(): Promise<void> {
+    this.#server.closeAllConnections();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/** A web node's site: a real HTTP server that names itself, with a check path (/health) and a slow page (/slow?ms=N). */
+export class Backend extends LocalServer {
+  inFlight = 0;
+  served = 0;
+  readonly name: string;
+
+  constructor(name: string) {
+    super();
+    this.name = name;
+  }
+
+  protected handle(request: IncomingMessage, response: ServerResponse): void {
+    const url = new URL(request.url ?? "/", "http://x");
+    if (url.pathname === "/health") return void response.end("ok");
+    this.inFlight += 1;
+    const finish = () => {
+      this.inFlight -= 1;
+      this.served += 1;
+      response.end(this.name);
+    };
+    if (url.pathname === "/slow") setTimeout(finish, Number(url.searchParams.get("ms") ?? 2000));
+    else finish();
+  }
 }

@@ -90,4 +90,25 @@ describe("HAProxy's config and runtime commands", () => {
     assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ networks: ["10.0.0.0"] }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected a network such as 10\.0\.0\.0\/16, received/);
     assert.throws(() => loadSettings({ env: { BOSUN_WEB: JSON.stringify({ advertise: { host: "a b", port: 80 } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_WEB: expected an IP address or a host name/);
   });
+
+  it("a bad pair setting names the setting and the value", () => {
+    const pair = { peer: "http://10.0.1.6/.bosun-lb", entry: { kind: "eip", allocationId: "eipalloc-0abc" } };
+    const parsed = loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair }) }, cwd: "/nonexistent" }).balancer?.pair;
+    assert.deepEqual({ intervalMs: parsed?.intervalMs, failures: parsed?.failures, failback: parsed?.failback }, { intervalMs: 2000, failures: 3, failback: false });
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, peer: "10.0.1.6" } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected the other balancer's check URL, such as http:\/\/10\.0\.1\.6\/\.bosun-lb, received ".*10\.0\.1\.6/);
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { kind: "eip", allocationId: "1.2.3.4" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected an Elastic IP allocation id such as eipalloc-0123abcd, received/);
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, failures: 0 } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: .*>=1.*received/);
+    const dns = { kind: "route53", hostedZoneId: "Z0123456789ABC", name: "www.example.com", address: "203.0.113.10" };
+    assert.equal(loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: dns } }) }, cwd: "/nonexistent" }).balancer?.pair?.entry.kind, "route53");
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { ...dns, address: "www" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected this balancer's public IPv4 address, received/);
+    assert.throws(() => loadSettings({ env: { BOSUN_BALANCER: JSON.stringify({ pair: { ...pair, entry: { ...dns, hostedZoneId: "/hostedzone/x" } } }) }, cwd: "/nonexistent" }), /Invalid BOSUN_BALANCER: expected a Route 53 hosted zone id/);
+  });
+
+  it("a bad target group setting names the setting and the value", () => {
+    const arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+    assert.equal(loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn }) }, cwd: "/nonexistent" }).targetGroup?.runBy, "coordinator");
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn: "web" }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: expected a target group ARN \(arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup\/NAME\/ID\), received "\{\\"arn\\":\\"web\\"\}"/);
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn, runBy: "cron" }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: .*"coordinator".*received ".*cron.*"/);
+    assert.throws(() => loadSettings({ env: { BOSUN_TARGET_GROUP: JSON.stringify({ arn, networks: ["10.0.0.0"] }) }, cwd: "/nonexistent" }), /Invalid BOSUN_TARGET_GROUP: expected a network such as 10\.0\.0\.0\/16/);
+  });
 });

@@ -234,8 +234,10 @@ program
   .option("--max-failures <n>", "with --wait, failures tolerated before the rollout stops and switched nodes go back", positiveInt("--max-failures"), 0)
   .option("--timeout <seconds>", "how long each phase waits for nodes", positiveInt("--timeout"), 300)
   .option("--swap-delay <ms>", "with --wait, how far ahead of sending `activate` every node swaps (default 200 ms + 10 ms a node)", positiveInt("--swap-delay"))
+  .option("--drain", "with --wait, node by node (or --batch at a time): drain it on every balancer, swap it, put it back")
+  .option("--drain-timeout <seconds>", "with --drain, how long balancers wait for a node's sessions (default balancer.drainTimeoutSeconds)", positiveInt("--drain-timeout"))
   .option("--json", "print the result as JSON")
-  .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; swapDelay?: number; json?: boolean }) => {
+  .action(async (opts: { app: string; ref: string; repo?: string; wait?: boolean; batch?: string; maxFailures: number; timeout: number; swapDelay?: number; drain?: boolean; drainTimeout?: number; json?: boolean }) => {
     const { release, renderRelease } = await import("./commands/release.ts");
     const json = Boolean(opts.json);
     let view: { update(nodes: NodeProgress[]): void; done(): void } | undefined;
@@ -251,6 +253,8 @@ program
         maxFailures: opts.maxFailures,
         timeoutSeconds: opts.timeout,
         swapDelayMs: opts.swapDelay,
+        drain: Boolean(opts.drain),
+        drainTimeoutSeconds: opts.drainTimeout,
         onProgress: (p, nodes) => {
           if (p !== phase) {
             view?.done();

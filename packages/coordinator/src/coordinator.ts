@@ -29,7 +29,11 @@ import {
   removeNodeQueues,
   stateKeys,
   sweepWatchQueues,
+  TargetGroup,
+  elbv2Provider,
   type AwsClients,
+  type Elbv2Provider,
+  type WebNodeFact,
   type Disposition,
   type QueueRef,
   type ReceivedMessage,
@@ -46,10 +50,15 @@ export interface CoordinatorDeps {
   clock: Clock;
   trust: TrustStore;
   signer: Signer;
+  /** The ELBv2 client, for a target group (made from the SDK's standard configuration when absent). */
+  elbv2?: Elbv2Provider;
 }
 
 /** How often the leader looks up scheduled backups and drills that have not answered. */
 const OPERATIONS_CHECK_MS = 60_000;
+
+/** How often the leader compares the target group with the fleet (a failed registration is made good). */
+const TARGET_GROUP_RESYNC_MS = 30_000;
 
 /** How often the leader removes watch queues whose CLI died without removing them. */
 const WATCH_SWEEP_MS = 5 * 60_000;
@@ -83,6 +92,8 @@ export class Coordinator {
   #ticker: NodeJS.Timeout | undefined;
   #ticking: Promise<void> = Promise.resolve();
   #removing: Promise<void> | undefined;
+  /** The AWS target group the leader keeps equal to the web nodes, when the config gives it to the coordinator. */
+  readonly #targetGroup: TargetGroup | undefined;
 
   constructor(deps: CoordinatorDeps, options: { settings: Settings }) {
     this.#deps = deps;
@@ -94,6 +105,8 @@ export class Coordinator {
       { store: this.#store, clock: deps.clock },
       { key: stateKeys.lease("coordinator"), holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`, ttlMs: options.settings.coordinatorLeaseSeconds * 1000 },
     );
+    const targetGroup = options.settings.targetGroup;
+    if (targetGroup?.runBy === "coordinator") this.#targetGroup = new TargetGroup({ elbv2: deps.elbv2 ?? elbv2Provider(), logger: this.#log }, { settings: targetGroup });
   }
 
   get state(): CoordinatorState {
@@ -204,6 +217,11 @@ export class Coordinator {
     );
     await this.#operations.start();
     this.#timers.push(setInterval(() => void this.#operations?.check(), OPERATIONS_CHECK_MS));
+    if (this.#targetGroup) {
+      const resync = () => void this.#targetGroup!.reconcile(this.nodes().map(webNodeFact)).catch((error: unknown) => this.#log.warn({ err: error }, "could not compare the target group with the fleet"));
+      resync();
+      this.#timers.push(setInterval(resync, TARGET_GROUP_RESYNC_MS));
+    }
     this.#log.info({ epoch: this.#lease.epoch, nodes: this.#nodes.size, schedules: this.#tasks.length + this.#operations.count }, "coordinator leading");
   }
 
@@ -327,6 +345,10 @@ export class Coordinator {
     if (!applied) return { action: "delete" };
     this.#nodes.set(applied.record.id, applied.record);
     if (applied.changed) this.#changed();
+    if (this.#targetGroup && applied.changed && applied.record.roles.includes("web")) {
+      // Registration failing must not hold the fleet's events back: the regular comparison makes it good.
+      await this.#targetGroup.follow(webNodeFact(applied.record)).catch((error: unknown) => this.#log.warn({ err: error, node: applied.record.id }, "could not update the target group"));
+    }
     // Heartbeats refresh last-seen, which `bosun nodes` shows: the next regular snapshot carries it.
     else if (this.#dirty === "no") this.#dirty = "fresher";
     return { action: "delete" };
@@ -357,4 +379,9 @@ export class Coordinator {
       createMessage(this.#deps.signer, { kind: "event", type, payload, correlationId, ttlSeconds: this.#settings.commandTtlSeconds, now: this.#deps.clock.now() }),
     );
   }
+}
+
+/** A node record as a target group reads it: up or not, and where its site is reached. */
+function webNodeFact(record: NodeRecord): WebNodeFact {
+  return { node: record.id, roles: record.roles, up: record.status === "up", address: record.report?.web?.address };
 }

@@ -186,6 +186,8 @@ export const webSchema = z
   .strict();
 export type WebSettings = z.infer<typeof webSchema>;
 
+const networksSchema = z.array(z.string().regex(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "expected a network such as 10.0.0.0/16")).default([]);
+
 /** The balancer role's HAProxy: where it listens, how it checks web nodes, how it drains them. */
 export const balancerSchema = z
   .object({
@@ -218,10 +220,61 @@ export const balancerSchema = z
     /** How often the agent compares its servers with the fleet record in S3 (a missed event is made good). */
     resyncSeconds: z.number().int().min(1).max(86400).default(30),
     /** Networks (CIDR) web nodes' addresses must lie in; empty: any address. */
-    networks: z.array(z.string().regex(/^[0-9a-fA-F.:]+\/[0-9]{1,3}$/, "expected a network such as 10.0.0.0/16")).default([]),
+    networks: networksSchema,
+    /** A pair of balancers, one active holding the entry point, the other watching it (none: a single balancer). */
+    pair: z
+      .object({
+        /** The other balancer's check URL: its HAProxy answers the monitor path itself, without a web node. */
+        peer: z.url({ protocol: /^https?$/, error: "expected the other balancer's check URL, such as http://10.0.1.6/.bosun-lb" }),
+        /** How often the peer is checked, and how long one check may take. */
+        intervalMs: z.number().int().min(100).max(60_000).default(2000),
+        timeoutMs: z.number().int().min(50).max(60_000).default(1000),
+        /** Consecutive failed checks after which the standby takes the entry point over. */
+        failures: z.number().int().min(1).max(100).default(3),
+        /** Whether a recovered balancer takes the entry point back from a healthy peer (off: it stays standby). */
+        failback: z.boolean().default(false),
+        /**
+         * The entry point: an Elastic IP associated with the active balancer's instance (the node id
+         * is the instance id), or a Route 53 A record pointed at the active balancer's `address`,
+         * held under a lease in S3 that the active renews every interval.
+         */
+        entry: z.discriminatedUnion("kind", [
+          z.object({ kind: z.literal("eip"), allocationId: z.string().regex(/^eipalloc-[0-9a-f]+$/, "expected an Elastic IP allocation id such as eipalloc-0123abcd") }).strict(),
+          z
+            .object({
+              kind: z.literal("route53"),
+              hostedZoneId: z.string().regex(/^[A-Z0-9]{1,32}$/, "expected a Route 53 hosted zone id such as Z0123456789ABCDEFGHIJ"),
+              name: z.string().regex(/^([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}\.?$/, "expected a record name such as www.example.com"),
+              /** This balancer's public address: the record's value while it is active. */
+              address: z.ipv4({ error: "expected this balancer's public IPv4 address" }),
+              ttlSeconds: z.number().int().min(1).max(300).default(10),
+            })
+            .strict(),
+        ]),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type BalancerSettings = z.infer<typeof balancerSchema>;
+export type PairSettings = NonNullable<BalancerSettings["pair"]>;
+
+/**
+ * An AWS target group (in front of an Application or Network Load Balancer) that follows the web
+ * nodes' node-up, node-down and drains, kept by the coordinator or by the balancer agents.
+ */
+export const targetGroupSchema = z
+  .object({
+    arn: z.string().regex(/^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup\/[A-Za-z0-9-]{1,32}\/[0-9a-f]{1,32}$/, "expected a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"),
+    /** Who follows the events and registers targets: the leading coordinator, or every balancer agent (registration is idempotent). */
+    runBy: z.enum(["coordinator", "balancer"]).default("coordinator"),
+    /** The group's target type: web nodes registered by instance id (their node id) or by advertised IP address. */
+    targetType: z.enum(["instance", "ip"]).default("instance"),
+    /** Networks (CIDR) web nodes' advertised addresses must lie in; empty: any address. */
+    networks: networksSchema,
+  })
+  .strict();
+export type TargetGroupSettings = z.infer<typeof targetGroupSchema>;
 
 /** How long backups are kept, grandfather-father-son, computed from what is in the bucket. */
 export const retentionSchema = z
@@ -303,6 +356,8 @@ export const settingsSchema = z.object({
   web: z.preprocess(json, webSchema).default({}),
   /** The balancer role's HAProxy (balancer nodes). */
   balancer: z.preprocess(json, balancerSchema).optional(),
+  /** An AWS target group that follows the web nodes (instead of, or beside, HAProxy balancers). */
+  targetGroup: z.preprocess(json, targetGroupSchema).optional(),
   /** Backup schedules and retention (the coordinator and `bosun backup prune`). */
   backups: z.preprocess(json, backupsSchema).default({ drillSchedule: "0 0 4 * * 0", retention: { hourly: 24, daily: 7, weekly: 4, monthly: 6, windowDays: 7 } }),
   devEndpoint: z.url().optional(),
@@ -335,6 +390,7 @@ export const settingEnv: Record<SettingName, string> = {
   web: "BOSUN_WEB",
   buildCgroup: "BOSUN_BUILD_CGROUP",
   balancer: "BOSUN_BALANCER",
+  targetGroup: "BOSUN_TARGET_GROUP",
   backups: "BOSUN_BACKUPS",
   devEndpoint: "BOSUN_DEV_ENDPOINT",
   logLevel: "BOSUN_LOG_LEVEL",

@@ -12,6 +12,7 @@ export * from "./logger.ts";
 export * from "./pidlock.ts";
 export * from "./lifecycle.ts";
 export * from "./path.ts";
+export * from "./networks.ts";
 
 export { BOSUN_VERSION } from "./version.ts";
 

@@ -4,6 +4,8 @@ import { expectedNodes, publishAndFollow, type FollowResult, type NodeProgress }
 import { resolveRef } from "./git.ts";
 import { desiredReleases } from "./desired.ts";
 import type { Issuer } from "./issuer.ts";
+import { drainBackend, enableBackend } from "./balancer.ts";
+import type { SendResult } from "./send.ts";
 
 export interface ReleaseOptions {
   app: string;
@@ -17,12 +19,19 @@ export interface ReleaseOptions {
   timeoutSeconds: number;
   /** Milliseconds between sending `activate` and the moment every node swaps; default grows with the batch. */
   swapDelayMs?: number | undefined;
+  /**
+   * Take each batch (one node by default) out of the balancers before it swaps and put it back
+   * after: `lb-drain` (its sessions finish), `activate`, `lb-enable`.
+   */
+  drain?: boolean | undefined;
+  /** With `drain`: how long balancers wait for a node's sessions (default: their drainTimeoutSeconds). */
+  drainTimeoutSeconds?: number | undefined;
   onProgress?: (phase: string, nodes: NodeProgress[]) => void;
 }
 
 export interface NodeFailure {
   node: string;
-  phase: "prepare" | "activate";
+  phase: "prepare" | "drain" | "activate" | "enable";
   detail: string;
 }
 
@@ -78,6 +87,7 @@ async function repoFor(ctx: Issuer, options: ReleaseOptions, previous: DesiredRe
 export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<ReleaseResult> {
   if (!appNamePattern.test(options.app)) throw new ConfigError(`Invalid --app: expected lower-case letters, digits or '-', received ${JSON.stringify(options.app)}`);
   batches(["check"], options.batch); // a bad --batch stops here, before anything is written
+  if (options.drain && !options.wait) throw new ConfigError("Invalid --drain: it drains, swaps and re-enables node by node, which needs --wait");
   const desiredRecords = desiredReleases(ctx);
   const previous = await desiredRecords.read(options.app);
   const repo = await repoFor(ctx, options, previous);
@@ -145,7 +155,27 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
   /** Nodes sent `activate` that did not say how it ended: they may have switched. */
   const unknown: string[] = [];
   let stopped: string | undefined;
-  for (const batch of batches(prepared, options.batch)) {
+  const overBudget = () => `${failed.length} node(s) failed; budget is ${options.maxFailures}; the rollout stopped`;
+  const followed = { wait: true, timeoutSeconds: options.timeoutSeconds, ...(options.onProgress ? { onProgress: (nodes: NodeProgress[]) => options.onProgress?.("drain", nodes) } : {}) };
+  /** Drains each node of a batch on every balancer; those no balancer could drain are failures, and do not swap. */
+  const drainEach = async (nodes: string[]): Promise<string[]> => {
+    const results = await Promise.all(nodes.map(async (node) => ({ node, result: await drainBackend(ctx, { node, drainTimeoutSeconds: options.drainTimeoutSeconds, ...followed }) })));
+    for (const { node, result } of results) if (!result.result?.ok) failed.push({ node, phase: "drain", detail: balancerFailure(result) });
+    return results.filter(({ result }) => result.result?.ok).map(({ node }) => node);
+  };
+  const enableEach = async (nodes: string[]): Promise<void> => {
+    const results = await Promise.all(nodes.map(async (node) => ({ node, result: await enableBackend(ctx, { node, ...followed }) })));
+    for (const { node, result } of results) if (!result.result?.ok) failed.push({ node, phase: "enable", detail: balancerFailure(result) });
+  };
+  for (const all of batches(prepared, options.drain ? (options.batch ?? "1") : options.batch)) {
+    const batch = options.drain ? await drainEach(all) : all;
+    if (failed.length > options.maxFailures) {
+      // Nodes drained in this batch go back into rotation on their old release.
+      await enableEach(batch);
+      stopped = overBudget();
+      break;
+    }
+    if (batch.length === 0) continue;
     // One command for the whole role when every web node is in it: they all swap on the same message.
     const targets = batch.length === expected.length ? [web] : chunk(batch, 8).map((nodes) => ({ nodes }));
     const at = swapTime(batch.length, options.swapDelayMs);
@@ -162,8 +192,10 @@ export async function releaseApp(ctx: Issuer, options: ReleaseOptions): Promise<
         }
       }
     }
+    // Back into rotation whatever the swap did: a node whose probe failed swapped back to its previous release.
+    if (options.drain) await enableEach(batch);
     if (failed.length > options.maxFailures) {
-      stopped = `${failed.length} node(s) failed; budget is ${options.maxFailures}; the rollout stopped`;
+      stopped = overBudget();
       break;
     }
   }
@@ -258,4 +290,14 @@ export async function rollbackApp(ctx: Issuer, options: RollbackOptions): Promis
   const expected = await expectedNodes(ctx, web);
   const result = await publishAndFollow(ctx, bus, envelope, expected, options.timeoutSeconds * 1000, options.onProgress);
   return { app: options.app, to, commandId: envelope.id, result };
+}
+
+/** What the balancers said about a drain or an enable that did not succeed everywhere. */
+function balancerFailure(result: SendResult): string {
+  const nodes = result.result?.nodes ?? [];
+  if (nodes.length === 0) return "no balancer answered (is a balancer node up?)";
+  return nodes
+    .filter((n) => n.state !== "done")
+    .map((n) => `${n.node}: ${n.detail ?? n.state}`)
+    .join("; ");
 }

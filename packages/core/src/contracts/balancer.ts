@@ -48,6 +48,26 @@ export const backendSchema = z
   .strict();
 export type Backend = z.infer<typeof backendSchema>;
 
+export const pairRoles = ["active", "standby", "starting"] as const;
+export type PairRole = (typeof pairRoles)[number];
+
+/** One balancer of a pair: its role, the entry point, and its view of the other balancer. */
+export const pairReportSchema = z
+  .object({
+    role: z.enum(pairRoles),
+    /** The entry point, for example "eip eipalloc-0abc (203.0.113.10)". */
+    entry: z.string(),
+    /** The instance the entry point is associated with, as this balancer last read it. */
+    holder: z.string().optional(),
+    peer: z.string(),
+    /** Consecutive failed checks of the other balancer, and how many make a takeover. */
+    failedChecks: z.number().int().nonnegative(),
+    threshold: z.number().int().positive(),
+    intervalMs: z.number().int().positive(),
+  })
+  .strict();
+export type PairReport = z.infer<typeof pairReportSchema>;
+
 /** What a balancer node adds to its heartbeats: where it listens and its backends. */
 export const balancerReportSchema = z
   .object({
@@ -55,6 +75,8 @@ export const balancerReportSchema = z
     /** The HAProxy worker's pid, when it answers. */
     pid: z.number().int().optional(),
     backends: z.array(backendSchema),
+    /** In a pair of balancers: whether this one holds the entry point, and how its checks of the other one go. */
+    pair: pairReportSchema.optional(),
     problem: z.string().optional(),
   })
   .strict();
@@ -72,6 +94,19 @@ export const balancerEventSchemas = {
     servers: z.number().int().nonnegative(),
     /** How the change reached HAProxy: its runtime API, or a validated reload when the socket was gone. */
     via: z.enum(["runtime", "reload"]),
+  }),
+  /** A balancer of a pair took the entry point: the other one failed its checks, nobody held it, or it came back with failback on. */
+  "lb-takeover": z.object({
+    node: z.object({ id: nodeId, roles: z.array(nodeId) }),
+    entry: z.string(),
+    /** Who held it before (an instance id), if anyone. */
+    previous: z.string().optional(),
+    reason: z.enum(["peer-failed", "unheld", "failback"]),
+    failedChecks: z.number().int().nonnegative(),
+    threshold: z.number().int().positive(),
+    intervalMs: z.number().int().positive(),
+    /** From the first failed check of the peer to holding the entry point. */
+    tookMs: z.number().int().nonnegative().optional(),
   }),
   /** HAProxy's checks changed their verdict on a web node. */
   "lb-health": z.object({

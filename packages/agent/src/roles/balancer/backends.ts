@@ -1,6 +1,6 @@
-import { BlockList, isIP } from "node:net";
+import { isIP } from "node:net";
 import { z } from "zod";
-import { addressSchema, type Address } from "@bosun/core";
+import { addressSchema, inNetworks, type Address } from "@bosun/core";
 
 /** What the balancer knows of one web node, from an event or from the fleet record. */
 export interface WebFact {
@@ -10,6 +10,8 @@ export interface WebFact {
   /** When it was true: an event's issue time, or when the fleet record was written. */
   at: number;
   source: "event" | "fleet";
+  /** It left on purpose (decommissioned): drained before it goes, not cut. */
+  graceful?: boolean;
 }
 
 /**
@@ -62,11 +64,6 @@ export function serverAddress(address: Address): string {
 
 /** Which web nodes should be servers (name → address), and which are refused and why. */
 export function desiredServers(facts: Iterable<WebFact>, networks: readonly string[]): { servers: Map<string, string>; refused: { node: string; reason: string }[] } {
-  const allowed = new BlockList();
-  for (const network of networks) {
-    const [base, bits] = network.split("/");
-    allowed.addSubnet(base!, Number(bits), isIP(base!) === 6 ? "ipv6" : "ipv4");
-  }
   const servers = new Map<string, string>();
   const refused: { node: string; reason: string }[] = [];
   for (const fact of facts) {
@@ -76,12 +73,9 @@ export function desiredServers(facts: Iterable<WebFact>, networks: readonly stri
       refused.push({ node: fact.node, reason: "it reports no address (set web.advertise on the node)" });
       continue;
     }
-    if (networks.length > 0) {
-      const family = isIP(address.host);
-      if (family === 0 || !allowed.check(address.host, family === 6 ? "ipv6" : "ipv4")) {
-        refused.push({ node: fact.node, reason: `its address ${address.host} is outside the allowed networks ${networks.join(", ")}` });
-        continue;
-      }
+    if (!inNetworks(address.host, networks)) {
+      refused.push({ node: fact.node, reason: `its address ${address.host} is outside the allowed networks ${networks.join(", ")}` });
+      continue;
     }
     servers.set(fact.node, serverAddress(address));
   }

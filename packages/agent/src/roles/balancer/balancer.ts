@@ -66,6 +66,8 @@ export class Balancer {
   #closed = false;
   readonly #abort = new AbortController();
   #restartedAt: number | undefined;
+  /** Web nodes that left on purpose, draining: each goes once its sessions end or its deadline passes. */
+  readonly #leaving = new Map<string, number>();
 
   constructor(deps: { logger: Logger; events: EventSink }, options: { settings: BalancerSettings; dir: string; node: NodeRef }) {
     this.#settings = options.settings;
@@ -140,8 +142,14 @@ export class Balancer {
     const { servers: desired, refused } = desiredServers(this.#facts.values(), this.#settings.networks);
     const actual = new Map([...this.#servers].map(([name, s]) => [name, s.address]));
     const plan = planServers(desired, actual);
+    // With the socket gone the drain cannot be set: the node stays in rotation until the handover below, and goes at its deadline.
+    const changedLeaving = await this.#leave(plan, desired).catch((error: unknown) => {
+      if (!(error instanceof HaproxyError) || error.code !== "HAPROXY_SOCKET") throw error;
+      return false;
+    });
     if (plan.add.length === 0 && plan.remove.length === 0) {
       if (refused.length) this.#log.warn({ refused }, "web nodes refused as backends");
+      if (changedLeaving) await this.#mirror();
       return;
     }
     let via: "runtime" | "reload" = "runtime";
@@ -159,6 +167,54 @@ export class Balancer {
     }
     await this.#mirror();
     await this.#emitUpdate({ added: plan.add.map(([name]) => name), removed: plan.remove, refused, via });
+  }
+
+  /**
+   * A web node that left on purpose (decommissioned) is drained, not cut: it leaves `plan.remove`,
+   * takes no new sessions, and goes once its sessions end (poll) or `drainTimeoutSeconds` passes.
+   * One that comes back while draining is put back in rotation. True when a server's state changed.
+   */
+  async #leave(plan: { remove: string[] }, desired: ReadonlyMap<string, string>): Promise<boolean> {
+    let changed = false;
+    for (const [name] of this.#leaving) {
+      if (!desired.has(name) || desired.get(name) !== this.#servers.get(name)?.address) continue;
+      this.#leaving.delete(name);
+      await this.haproxy.runtime.expect(runtimeCommand("set", "server", `${this.#settings.backend}/${name}`, "state", "ready"));
+      this.#servers.get(name)!.state = "ready";
+      this.#log.info({ backend: name }, "a leaving web node came back: in rotation again");
+      changed = true;
+    }
+    for (const name of [...plan.remove]) {
+      const server = this.#servers.get(name);
+      if (!this.#facts.get(name)?.graceful || desired.has(name) || !server) continue;
+      plan.remove.splice(plan.remove.indexOf(name), 1);
+      if (this.#leaving.has(name)) continue;
+      this.#leaving.set(name, Date.now() + this.#settings.drainTimeoutSeconds * 1000);
+      if (server.state === "ready") {
+        await this.haproxy.runtime.expect(runtimeCommand("set", "server", `${this.#settings.backend}/${name}`, "state", "drain"));
+        server.state = "drain";
+        changed = true;
+      }
+      this.#log.info({ backend: name, drainTimeoutSeconds: this.#settings.drainTimeoutSeconds }, "a web node left on purpose: draining it before it goes");
+    }
+    return changed;
+  }
+
+  /** Removes the leaving web nodes whose sessions have ended or whose drain time is up. */
+  async #finishLeaving(stats: readonly ServerStat[]): Promise<void> {
+    const done = [...this.#leaving].filter(([name, deadline]) => (stats.find((s) => s.name === name)?.sessions ?? 0) === 0 || Date.now() >= deadline).map(([name]) => name);
+    if (done.length === 0) return;
+    await this.#serial(async () => {
+      const removed: string[] = [];
+      for (const name of done) {
+        if (!this.#leaving.delete(name) || !this.#servers.has(name)) continue;
+        await this.#removeServer(name);
+        removed.push(name);
+      }
+      if (removed.length === 0) return;
+      await this.#mirror();
+      await this.#emitUpdate({ added: [], removed, refused: [], via: "runtime" });
+    });
   }
 
   async #addServer(name: string, address: string): Promise<void> {
@@ -228,6 +284,7 @@ export class Balancer {
     if (!this.#started || this.#closed) return;
     const stats = await this.haproxy.runtime.servers(this.#settings.backend);
     this.#stats = new Map(stats.map((s) => [s.name, s]));
+    if (this.#leaving.size > 0) await this.#finishLeaving(stats);
     const changes: EventPayload<"lb-health">[] = [];
     for (const stat of stats) {
       const to = healthOf(stat.status);

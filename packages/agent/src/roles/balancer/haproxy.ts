@@ -8,6 +8,9 @@ import { HaproxyError, RuntimeApi } from "./runtime.ts";
 
 const run = promisify(execFile);
 
+/** The path HAProxy answers itself with 200 while it runs: the other balancer of a pair checks it. */
+export const MONITOR_PATH = "/.bosun-lb";
+
 /** A server as the config file holds it. */
 export interface ServerLine {
   name: string;
@@ -63,6 +66,8 @@ defaults
 
 frontend bosun-in
   bind ${bind}
+  # Answered by HAProxy itself, whatever the web nodes: the other balancer of a pair checks this one here.
+  monitor-uri ${MONITOR_PATH}
   default_backend ${settings.backend}
 
 backend ${settings.backend}
