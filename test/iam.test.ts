@@ -170,6 +170,26 @@ describe("IAM policies against the calls Bosun makes", { skip: tools.skip }, () 
     assert.equal(await decide(aws, "balancer", request("balancer", "ec2:AssociateAddress", elasticIp(), { "aws:ResourceTag/bosun:cluster": "other" })), "ImplicitlyDenied");
   });
 
+  it("lets the balancers and the coordinator drive only the cluster's target groups, and only balancers write the entry point's DNS record and lease", async () => {
+    const group = `arn:aws:elasticloadbalancing:${aws.region}:${aws.account}:targetgroup/web/0123456789abcdef`;
+    const ours = { "aws:ResourceTag/bosun:cluster": aws.cluster };
+    for (const who of ["balancer", "coordinator"] as const) {
+      for (const action of ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"]) {
+        assert.equal(await decide(aws, who, request(who, action, group, ours)), "Allowed", `${who} ${action}`);
+        assert.equal(await decide(aws, who, request(who, action, group, { "aws:ResourceTag/bosun:cluster": "other" })), "ImplicitlyDenied", `${who} ${action} on another cluster's group`);
+      }
+      assert.equal(await decide(aws, who, request(who, "elasticloadbalancing:DescribeTargetHealth", "*")), "Allowed");
+    }
+    const zone = "arn:aws:route53:::hostedzone/Z0123456789";
+    assert.equal(await decide(aws, "balancer", request("balancer", "route53:ChangeResourceRecordSets", zone)), "Allowed");
+    assert.equal(await decide(aws, "balancer", request("balancer", "s3:PutObject", object("state/leases/lb-www.example.com.json"))), "Allowed");
+    for (const who of ["web", "db", "ci", "operator"] as const) {
+      assert.equal(await decide(aws, who, request(who, "elasticloadbalancing:RegisterTargets", group, ours)), "ImplicitlyDenied", who);
+      assert.equal(await decide(aws, who, request(who, "route53:ChangeResourceRecordSets", zone)), "ImplicitlyDenied", who);
+    }
+    for (const who of ["web", "db", "ci"] as const) assert.notEqual(await decide(aws, who, request(who, "s3:PutObject", object("state/leases/lb-www.example.com.json"))), "Allowed", who);
+  });
+
   it("lets db nodes snapshot volumes only under the cluster's tag, and delete only the cluster's snapshots", async () => {
     const volume = `arn:aws:ec2:${aws.region}:${aws.account}:volume/vol-0123456789abcdef0`;
     // A snapshot's ARN names no account.

@@ -382,6 +382,26 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
       conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } },
       why: "Elastic IPs and instances are chosen at run time; the condition limits both to those tagged with this cluster.",
     });
+    targetGroups(balancer);
+    // A Route 53 entry point: the record of the pair's name, written by the holder of the pair's lease only.
+    allow(balancer, ["route53:ChangeResourceRecordSets", "route53:ListResourceRecordSets"], [stack.formatArn({ service: "route53", region: "", account: "", resource: "hostedzone", resourceName: "*" })], {
+      why: "The hosted zone is the operator's, named in the balancer's settings at run time.",
+    });
+    allow(balancer, ["route53:GetChange"], [stack.formatArn({ service: "route53", region: "", account: "", resource: "change", resourceName: "*" })], { why: "A change's id is made by Route 53 at run time." });
+    allow(balancer, ["s3:PutObject", "s3:DeleteObject"], objects("state/leases/lb-*"), { why: "The lease of a balancer pair's entry point, named by the entry point." });
+  }
+
+  /**
+   * AWS target groups the node-up, drain and node-down events drive (balancer.targetGroup, run by
+   * the coordinator or a balancer agent): registering and deregistering only in groups tagged
+   * with this cluster.
+   */
+  function targetGroups(who: iam.Role): void {
+    allow(who, ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"], [stack.formatArn({ service: "elasticloadbalancing", resource: "targetgroup", resourceName: "*" })], {
+      conditions: { StringEquals: { "aws:ResourceTag/bosun:cluster": cluster } },
+      why: "The target group is the operator's (in front of an ALB or NLB), named at run time; the condition limits it to groups tagged with this cluster.",
+    });
+    allow(who, ["elasticloadbalancing:DescribeTargetHealth", "elasticloadbalancing:DescribeTargetGroups"], ["*"], { why: noResourceScope });
   }
 
   /** The coordinator: its queues, the fleet's records, schedules, sweeping what gone nodes and CLIs left. */
@@ -407,6 +427,7 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
     distribution(coordinator);
     signingKey(coordinator, "coordinator");
     allow(coordinator, ["ec2:DescribeTags"], ["*"], { why: noResourceScope });
+    targetGroups(coordinator);
   }
 }
 
