@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { GetQueueUrlCommand, ListQueueTagsCommand } from "@aws-sdk/client-sqs";
 import type { Envelope } from "@bosun/core";
 import { TestFleet, type TestProcess } from "./helpers/fleet.ts";
 import { needs } from "./helpers/tools.ts";
@@ -190,6 +191,10 @@ describe("balancer role", { skip: tools.skip }, () => {
       assert.equal(stopped.code, 0);
       assert.equal(existsSync(`/proc/${oldMaster}`), false, "the agent stopped its HAProxy");
       lb = await startBalancer();
+      // Its event queue is tagged as lb-1's own, so the coordinator removes it once lb-1 is gone.
+      const { QueueUrl } = await fleet.clients.sqs.send(new GetQueueUrlCommand({ QueueName: `bosun-${fleet.cluster}-lb-lb-1` }));
+      const { Tags } = await fleet.clients.sqs.send(new ListQueueTagsCommand({ QueueUrl }));
+      assert.deepEqual(Tags, { "bosun:cluster": fleet.cluster, "bosun:kind": "node", "bosun:node": "lb-1", "bosun:role": "balancer" });
       // Present at once, from the fleet record: no event announced them to this run.
       assert.deepEqual([...(await servers()).keys()].sort(), ["keep-1", "keep-2", "keep-3"]);
       await reaches(sites.map((s) => s.name));

@@ -8,6 +8,7 @@ import {
   ensureSubscribedQueue,
   ensureTopic,
   names,
+  nodeQueueTags,
   stateKeys,
   verifyItem,
   type Disposition,
@@ -215,7 +216,11 @@ export function balancerRole(services: RoleServices): Role {
     const { cluster } = services.settings;
     const topicArn = await ensureTopic(services.clients, cluster);
     // The queue first: events from now on wait there while the fleet record is read and HAProxy starts.
-    const queue = await ensureSubscribedQueue(services.clients, topicArn, names.balancerQueue(cluster, services.node.id), { kind: ["event"], type: ["node-up", "node-down"] }, { visibilityTimeoutSeconds: 30 });
+    const queue = await ensureSubscribedQueue(services.clients, topicArn, names.balancerQueue(cluster, services.node.id), { kind: ["event"], type: ["node-up", "node-down"] }, {
+      visibilityTimeoutSeconds: 30,
+      // Tagged as the node's own, so the coordinator removes it with the node's other queues once the node is gone.
+      tags: nodeQueueTags(cluster, services.node),
+    });
     const facts = await readFleet().catch((error: unknown) => (log.warn({ err: error }, "could not read the fleet record; starting with no backends"), []));
     await balancer?.start(facts, signal);
     if (signal.aborted) return;
