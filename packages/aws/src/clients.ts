@@ -33,9 +33,15 @@ export function createAwsClients(explicit?: ExplicitAws): AwsClients {
   };
 }
 
+/** A client made outside createAwsClients (ELBv2, Route 53: loaded only where needed), recorded as those are when BOSUN_AWS_CALL_LOG is set. */
+export function recorded<C extends Recordable>(service: string, client: C): C {
+  const log = process.env["BOSUN_AWS_CALL_LOG"] || undefined;
+  return log ? recordCalls(client, service, log) : client;
+}
+
 /** One AWS call as the recorder writes it: a JSON line per call, in the order the calls ended. */
 export interface RecordedCall {
-  /** The SDK client's service: `sqs`, `sns`, `s3`, `ec2`. */
+  /** The SDK client's service: `sqs`, `sns`, `s3`, `ec2`, `elasticloadbalancing`, `route53`. */
   service: string;
   /** The API operation (`PutObject`, `ReceiveMessage`), which IAM names its action after, mostly. */
   operation: string;
@@ -52,7 +58,8 @@ export interface RecordedCall {
  */
 const resourceFields = [
   "Bucket", "Key", "Prefix", "CopySource", "QueueUrl", "QueueName", "QueueNamePrefix", "TopicArn", "Name", "SubscriptionArn", "Protocol", "Endpoint",
-  "AllocationId", "PublicIp", "InstanceId", "InstanceIds", "VolumeId", "SnapshotId", "Filters", "Resources", "tags", "Tags", "TagSpecifications",
+  "AllocationId", "AssociationId", "PublicIp", "InstanceId", "InstanceIds", "VolumeId", "SnapshotId", "Filters", "Resources", "tags", "Tags", "TagSpecifications",
+  "TargetGroupArn", "TargetGroupArns", "HostedZoneId",
 ] as const;
 
 interface Recordable {

@@ -1,3 +1,4 @@
+import { recorded } from "./clients.ts";
 import type { Route53Client } from "@aws-sdk/client-route-53";
 
 /** A lazily made Route 53 client (SDK standard configuration; AWS_ENDPOINT_URL_ROUTE_53 points it elsewhere). */
@@ -5,7 +6,7 @@ export type Route53Provider = () => Promise<Route53Client>;
 
 export function route53Provider(): Route53Provider {
   let client: Promise<Route53Client> | undefined;
-  return () => (client ??= import("@aws-sdk/client-route-53").then((sdk) => new sdk.Route53Client({})));
+  return () => (client ??= import("@aws-sdk/client-route-53").then((sdk) => recorded("route53", new sdk.Route53Client({}))));
 }
 
 /** Points an A record at one address (UPSERT), with the TTL resolvers may cache it for. */

@@ -1,4 +1,5 @@
 import type { ElasticLoadBalancingV2Client, TargetDescription } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { recorded } from "./clients.ts";
 import { abortableDelay } from "./consumer.ts";
 import { inNetworks, type Address, type Logger, type TargetGroupSettings } from "@bosun/core";
 
@@ -40,7 +41,7 @@ export type Elbv2Provider = () => Promise<ElasticLoadBalancingV2Client>;
 /** An ELBv2 client configured by the SDK's own means (AWS_REGION, AWS_ENDPOINT_URL, the credential chain), made on first use. */
 export function elbv2Provider(): Elbv2Provider & { loaded?: Promise<ElasticLoadBalancingV2Client> } {
   const get: Elbv2Provider & { loaded?: Promise<ElasticLoadBalancingV2Client> } = () =>
-    (get.loaded ??= import("@aws-sdk/client-elastic-load-balancing-v2").then((sdk) => new sdk.ElasticLoadBalancingV2Client({})));
+    (get.loaded ??= import("@aws-sdk/client-elastic-load-balancing-v2").then((sdk) => recorded("elasticloadbalancing", new sdk.ElasticLoadBalancingV2Client({}))));
   return get;
 }
 
