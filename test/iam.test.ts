@@ -187,7 +187,12 @@ describe("IAM policies against the calls Bosun makes", { skip: tools.skip }, () 
       assert.equal(await decide(aws, who, request(who, "elasticloadbalancing:RegisterTargets", group, ours)), "ImplicitlyDenied", who);
       assert.equal(await decide(aws, who, request(who, "route53:ChangeResourceRecordSets", zone)), "ImplicitlyDenied", who);
     }
-    for (const who of ["web", "db", "ci"] as const) assert.notEqual(await decide(aws, who, request(who, "s3:PutObject", object("state/leases/lb-www.example.com.json"))), "Allowed", who);
+    for (const who of ["web", "db", "ci"] as const) {
+      assert.notEqual(await decide(aws, who, request(who, "s3:PutObject", object("state/leases/lb-www.example.com.json"))), "Allowed", who);
+      // Only a balancer says a leaving web node is drained (the node then stops).
+      assert.notEqual(await decide(aws, who, request(who, "s3:PutObject", object("state/drains/i-0web/i-0lb.json"))), "Allowed", who);
+    }
+    assert.equal(await decide(aws, "balancer", request("balancer", "s3:PutObject", object("state/drains/i-0web/i-0lb.json"))), "Allowed");
   });
 
   it("lets db nodes snapshot volumes only under the cluster's tag, and delete only the cluster's snapshots", async () => {

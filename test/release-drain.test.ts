@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { GetObjectCommand } from "@aws-sdk/client-s3";
 import type { Envelope } from "@bosun/core";
 import { TestFleet } from "./helpers/fleet.ts";
 import { balancerSettings } from "./helpers/balancer.ts";
@@ -84,6 +85,31 @@ describe("a release that drains node by node", { skip: tools.skip }, () => {
     // The stopped rollout leaves the release desired before it, so a node that boots now does not sync to it.
     const releases = await fleet.bosun(["releases", "--app", "demo", "--json"]);
     assert.equal((JSON.parse(releases.stdout) as { desired?: { commit: string } }).desired?.commit, firstCommit);
+  });
+
+  it("a decommissioned web node's agent waits until the balancer has drained and removed it before it exits, so its server can stop with it", async () => {
+    const root = join(fleet.dir, "www", "web-3", "demo");
+    const nginx = await Nginx.start(join(fleet.dir, "nginx", "web-3"), join(root, "current"));
+    nginxes.push(nginx);
+    const apps = { demo: { root, repos: [repo.dir], health: { url: `${nginx.url}/.bosun-release`, marker: true, attempts: 2, timeoutSeconds: 2 }, keep: 2, graceSeconds: 0 } };
+    const agent = await fleet.startAgent("web-3", ["web"], { BOSUN_APPS: JSON.stringify(apps), BOSUN_WEB: JSON.stringify({ advertise: { host: "127.0.0.1", port: nginx.port }, leaveTimeoutSeconds: 60 }) });
+    await until(async () => ((await runtime.servers("web")).find((s) => s.name === "web-3")?.status === "UP" ? true : undefined), "web-3 up behind HAProxy", 30_000);
+    // The fleet record lists lb-1 as up (web-3 reads it to know whom to wait for).
+    await fleet.waitForNodes(["web-3", "lb-1"]);
+    const load = loadGenerator(`http://127.0.0.1:${listenPort}/`, () => pages, 4);
+    try {
+      await fleet.publish(fleet.command("decommission", { reason: "scale in" }, { nodes: ["web-3"] }));
+      assert.equal((await agent.exited).code, 0);
+      // Out of the balancer by the time its agent has gone: the node's server may stop now.
+      assert.deepEqual((await runtime.servers("web")).map((s) => s.name).filter((n) => n === "web-3"), [], "lb-1 no longer sends web-3 anything when its agent exits");
+      await nginx.stop();
+    } finally {
+      await load.stop();
+    }
+    assert.ok(agent.logs.items.some((r) => r.msg === "the balancers drained this node"), "the agent waited for lb-1's word");
+    const word = await fleet.clients.s3.send(new GetObjectCommand({ Bucket: `b-${fleet.cluster}`, Key: `state/drains/web-3/lb-1.json` }));
+    assert.equal((JSON.parse(await word.Body!.transformToString()) as { drained: boolean }).drained, true);
+    assert.equal(load.stats.failed, 0, `failed requests: ${load.stats.errors.join("; ")}`);
   });
 
   it("drains each node on the balancer before it swaps and puts it back after, one at a time, and no request fails", async () => {

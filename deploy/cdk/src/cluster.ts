@@ -389,6 +389,7 @@ function grantPolicies(c: BosunCluster, { cluster, stack }: { cluster: string; s
     });
     allow(balancer, ["route53:GetChange"], [stack.formatArn({ service: "route53", region: "", account: "", resource: "change", resourceName: "*" })], { why: "A change's id is made by Route 53 at run time." });
     allow(balancer, ["s3:PutObject", "s3:DeleteObject"], objects("state/leases/lb-*"), { why: "The lease of a balancer pair's entry point, named by the entry point." });
+    allow(balancer, ["s3:PutObject"], objects("state/drains/*"), { why: "A balancer's word that it drained a leaving web node, named by that node and the balancer." });
   }
 
   /**

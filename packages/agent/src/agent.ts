@@ -212,13 +212,15 @@ export class Agent {
             if (aborted > 0) this.#log.warn({ aborted }, "stop deadline passed; interrupted jobs were told to checkpoint");
           },
         },
-        ...this.#roles.map((role) => ({ name: `stop the ${role.name} role`, run: () => role.close?.() })),
+        // Leaving is announced while the roles still run: a web node's server keeps serving until the balancers have drained it.
         ...(this.#decommissioned
           ? [
               { name: "announce node-down", run: () => this.#emit("node-down", this.#bootId, { node: this.#options.node, reason: "decommissioned" }) },
-              { name: "remove the queue", run: () => this.#queue && removeQueue(this.#deps.clients, this.#queue, { keepDeadLetters: true }) },
+              ...this.#roles.map((role) => ({ name: `let the ${role.name} role leave`, run: () => role.leave?.(AbortSignal.timeout(3_600_000)) })),
             ]
           : []),
+        ...this.#roles.map((role) => ({ name: `stop the ${role.name} role`, run: () => role.close?.() })),
+        ...(this.#decommissioned ? [{ name: "remove the queue", run: () => this.#queue && removeQueue(this.#deps.clients, this.#queue, { keepDeadLetters: true }) }] : []),
         { name: "release the state directory", run: () => this.#lock?.release() },
       ],
       () => ({ how: how() }),

@@ -45,6 +45,12 @@ export interface Role {
   report?(): Promise<unknown>;
   /** The node's boot step, before its own server starts (`bosun agent --sync-once`). */
   boot?(signal: AbortSignal): Promise<BootReport>;
+  /**
+   * When the node is decommissioned: after the agent announced it is leaving, before the roles
+   * close and the agent exits (and so before the node's own servers stop). A web node waits here
+   * for the balancers to drain it.
+   */
+  leave?(signal: AbortSignal): Promise<void>;
   /** Stops the role's own background work; the agent calls it while stopping. */
   close?(): Promise<void>;
 }

@@ -20,6 +20,9 @@ export const stateKeys = {
   results: (commandId: string) => `state/results/${commandId.toLowerCase()}/`,
   /** Who runs the coordinator's schedules now. */
   lease: (name: string) => `state/leases/${name}.json`,
+  /** A balancer's word that it has drained and removed a web node that left on purpose (the node waits for it before it stops). */
+  drain: (nodeId: string, balancerId: string) => `state/drains/${nodeId}/${balancerId}.json`,
+  drains: (nodeId: string) => `state/drains/${nodeId}/`,
   /** When a coordinator schedule (backup, drill) last ran, what it sent, and how that ended. */
   schedule: (name: string) => `state/schedules/${name}.json`,
 };

@@ -182,6 +182,8 @@ export type DbSettings = z.infer<typeof dbSchema>;
 export const webSchema = z
   .object({
     advertise: z.object({ host: z.string().regex(/^[A-Za-z0-9.:-]{1,253}$/, "expected an IP address or a host name"), port: z.number().int().min(1).max(65535) }).strict().optional(),
+    /** When the node is decommissioned: how long its agent waits for the balancers to drain it before it stops. */
+    leaveTimeoutSeconds: z.number().int().min(0).max(3600).default(120),
   })
   .strict();
 export type WebSettings = z.infer<typeof webSchema>;
@@ -353,7 +355,7 @@ export const settingsSchema = z.object({
    */
   buildCgroup: z.preprocess(json, buildCgroupSchema).default(false),
   /** Where this web node is reached by the balancers (web nodes). */
-  web: z.preprocess(json, webSchema).default({}),
+  web: z.preprocess(json, webSchema).default({ leaveTimeoutSeconds: 120 }),
   /** The balancer role's HAProxy (balancer nodes). */
   balancer: z.preprocess(json, balancerSchema).optional(),
   /** An AWS target group that follows the web nodes (instead of, or beside, HAProxy balancers). */

@@ -202,20 +202,26 @@ export class Balancer {
 
   /** Removes the leaving web nodes whose sessions have ended or whose drain time is up. */
   async #finishLeaving(stats: readonly ServerStat[]): Promise<void> {
-    const done = [...this.#leaving].filter(([name, deadline]) => (stats.find((s) => s.name === name)?.sessions ?? 0) === 0 || Date.now() >= deadline).map(([name]) => name);
+    const idle = (name: string) => (stats.find((s) => s.name === name)?.sessions ?? 0) === 0;
+    const done = [...this.#leaving].filter(([name, deadline]) => idle(name) || Date.now() >= deadline).map(([name]) => ({ name, drained: idle(name) }));
     if (done.length === 0) return;
     await this.#serial(async () => {
-      const removed: string[] = [];
-      for (const name of done) {
-        if (!this.#leaving.delete(name) || !this.#servers.has(name)) continue;
-        await this.#removeServer(name);
-        removed.push(name);
+      const removed: { name: string; drained: boolean }[] = [];
+      for (const node of done) {
+        if (!this.#leaving.delete(node.name) || !this.#servers.has(node.name)) continue;
+        await this.#removeServer(node.name);
+        removed.push(node);
       }
       if (removed.length === 0) return;
       await this.#mirror();
-      await this.#emitUpdate({ added: [], removed, refused: [], via: "runtime" });
+      await this.#emitUpdate({ added: [], removed: removed.map((r) => r.name), refused: [], via: "runtime" });
+      // The leaving nodes wait for this before they stop serving.
+      await this.onLeft?.(removed).catch((error: unknown) => this.#log.warn({ err: error }, "could not record that leaving web nodes were drained"));
     });
   }
+
+  /** Told of web nodes that left on purpose once they are drained (or their drain time ran out) and removed. */
+  onLeft: ((nodes: { name: string; drained: boolean }[]) => Promise<void>) | undefined;
 
   async #addServer(name: string, address: string): Promise<void> {
     const server = `${this.#settings.backend}/${name}`;

@@ -122,6 +122,14 @@ export function balancerRole(services: RoleServices): Role {
     };
   }
   const balancer = settings && new Balancer({ logger: log, events: services.events }, { settings, dir: settings.dir ?? join(services.settings.stateDir, "haproxy"), node: services.node });
+  if (balancer) {
+    // A leaving web node waits for every balancer's word in S3 (read-after-write consistent) before it stops serving.
+    balancer.onLeft = async (nodes) => {
+      for (const { name, drained } of nodes) {
+        await services.store.put(stateKeys.drain(name, services.node.id), { node: name, balancer: services.node.id, drained, at: services.clock.now().toISOString() });
+      }
+    };
+  }
   const pair =
     settings?.pair &&
     new BalancerPair(

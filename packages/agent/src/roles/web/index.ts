@@ -7,6 +7,7 @@ import { release } from "./commands/release.ts";
 import { rollback } from "./commands/rollback.ts";
 import { ReleaseRoot } from "./release-root.ts";
 import { syncToDesired } from "./sync.ts";
+import { waitForDrains } from "./leave.ts";
 
 /**
  * The web role: the node serves apps from deploy roots it keeps in step with the fleet's
@@ -69,6 +70,8 @@ export function webRole(services: RoleServices): Role {
     // A release published between the boot-time sync and the subscription reached no queue.
     onSubscribed: async (signal) => void (await syncAll(signal, "after subscribing")),
     boot: (signal) => syncAll(signal, "at boot"),
+    // Decommissioned: the balancers drain this node before it goes.
+    leave: async (signal) => void (await waitForDrains(services, logger.child({ role: "web" }), signal)),
     async report(): Promise<WebReport> {
       const releases: Record<string, string> = {};
       for (const [app] of apps) {
