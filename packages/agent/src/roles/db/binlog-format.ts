@@ -6,7 +6,7 @@ export const BINLOG_MAGIC = Buffer.from([0xfe, 0x62, 0x69, 0x6e]);
 export const EVENT_HEADER_BYTES = 19;
 const QUERY_EVENT = 2;
 const STOP_EVENT = 3;
-const ROTATE_EVENT = 4;
+export const ROTATE_EVENT = 4;
 const XID_EVENT = 16;
 /** MariaDB's GTID event: it opens each transaction (or stands alone before a DDL statement). */
 const GTID_EVENT = 162;

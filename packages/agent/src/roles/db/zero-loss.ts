@@ -1,9 +1,9 @@
 import { abortableDelay } from "@bosun/aws";
 import { errorMessage, type Logger } from "@bosun/core";
 import type { RoleServices } from "../../role.ts";
+import { ROTATE_EVENT } from "./binlog-format.ts";
 import { ReplicationConnection, SEMI_SYNC_MAGIC } from "./replication-protocol.ts";
 
-const ROTATE_EVENT = 4;
 const MAX_BACKOFF_MS = 10_000;
 const STATUS_EVERY_MS = 1_000;
 
@@ -54,7 +54,6 @@ export class ZeroLossAcker {
   #file = "";
   /** The end of the last event the replication stream brought: how far the server has written its binary log. */
   #seen: { file: string; position: number } | undefined;
-  readonly stats = { requested: 0, acknowledged: 0 };
 
   constructor(deps: { services: RoleServices; server: SemiSyncServer; archive: ArchiveEnd }, options: { timeoutMs: number; serverId: number }) {
     this.#services = deps.services;
@@ -133,7 +132,6 @@ export class ZeroLossAcker {
     // Events the server made up for the stream (its format description) carry no position.
     if (next > 0) this.#seen = { file: this.#file, position: next };
     if (!wantsAck || next === 0) return;
-    this.stats.requested += 1;
     this.#pending = { file: this.#file, position: next };
     this.#archive.shipNow();
     this.#acknowledge();
@@ -144,7 +142,6 @@ export class ZeroLossAcker {
     const pending = this.#pending;
     if (!pending || !this.#connection || !covers(this.#archive.durableEnd(), pending.file, pending.position)) return;
     this.#connection.acknowledge(pending.file, pending.position);
-    this.stats.acknowledged += 1;
     this.#pending = undefined;
   }
 
