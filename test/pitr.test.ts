@@ -252,7 +252,7 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
     }
   });
 
-  it("a segment with one flipped byte is refused on the node before its server is touched; a missing one is refused by the plan", async () => {
+  it("a segment with one flipped byte or of another size is refused on the node before its server is touched; a missing one is refused by the plan", async () => {
     const plan = JSON.parse((await fleet.bosun(["restore", "--node", "db-2", "--to", drop.gtid, "--dry-run", "--json"])).stdout) as RecoveryPlan;
     const victim = plan.segments.at(-1)!;
     const original = await objectBytes(victim.key);
@@ -266,6 +266,13 @@ describe("db role: point-in-time restore", { skip: missing ?? false }, () => {
       assert.equal(out.node?.state, "failed");
       assert.match(out.node?.detail ?? "", new RegExp(`BINLOG_SEGMENT_CORRUPT|segment ${victim.seq} \\(.*\\) does not match its index entry: .*nothing was touched`));
       await assertTargetUntouched("a corrupt segment");
+
+      // A segment of another size is refused before it is read.
+      await putBytes(victim.key, Buffer.concat([original, Buffer.from([0])]));
+      const longer = await restore(["--to", drop.gtid]);
+      assert.equal(longer.node?.state, "failed");
+      assert.match(longer.node?.detail ?? "", new RegExp(`segment ${victim.seq} \\(.*\\) holds ${original.length + 1} bytes; its index entry records ${original.length}: nothing was touched`));
+      await assertTargetUntouched("a segment of another size");
 
       await fleet.clients.s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: victim.key }));
       const gone = await fleet.bosun(["restore", "--node", "db-2", "--to", drop.gtid, "--wait"]);

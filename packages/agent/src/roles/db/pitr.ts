@@ -117,6 +117,11 @@ async function download(services: RoleServices, plan: RecoveryPlan, dir: string,
 async function fetchSegment(services: RoleServices, segment: BinlogSegment, signal: AbortSignal): Promise<Buffer> {
   const download = await downloadStream(services.clients, { bucket: services.settings.bucket, key: segment.key, signal });
   if (!download) throw new BackupError("BINLOG_SEGMENT_MISSING", `segment ${segment.seq} (${segment.key}) is missing: nothing was touched`);
+  // An object of another size is refused before it is read into memory.
+  if (download.bytes !== segment.bytes) {
+    download.body.destroy();
+    throw new BackupError("BINLOG_SEGMENT_CORRUPT", `segment ${segment.seq} (${segment.key}) holds ${download.bytes} bytes; its index entry records ${segment.bytes}: nothing was touched`);
+  }
   const chunks: Buffer[] = [];
   for await (const chunk of download.body) chunks.push(chunk as Buffer);
   const bytes = Buffer.concat(chunks);
