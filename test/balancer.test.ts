@@ -203,13 +203,33 @@ describe("balancer role", { skip: tools.skip }, () => {
     }
   });
 
-  it("a drain waits for an in-flight slow request to finish before the node goes, and no request fails", async () => {
-    const [slow, steady] = await Promise.all([backend("drain-slow"), backend("drain-steady")]);
+  /**
+   * Two backends under load through HAProxy, a slow request in flight on the first ("PREFIX-slow")
+   * while `leave` makes it go; then the load stops and not one of its requests may have failed.
+   */
+  const leavingUnderLoad = async (
+    prefix: string,
+    slowMs: number,
+    leave: (slow: Backend, steady: Backend, slowRequests: Promise<{ status: number; body: string; at: number }>[]) => Promise<void>,
+  ): Promise<void> => {
+    const [slow, steady] = await Promise.all([backend(`${prefix}-slow`), backend(`${prefix}-steady`)]);
     const running: { current?: ReturnType<typeof startLoad> } = {};
     const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
     try {
-      await slowRequestInFlight(slow, steady, 3000, running, slowRequests);
-      const load = running.current!;
+      await slowRequestInFlight(slow, steady, slowMs, running, slowRequests);
+      await leave(slow, steady, slowRequests);
+      const stats = await running.current!.stop();
+      assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
+      assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
+    } finally {
+      await running.current?.stop();
+      await Promise.allSettled(slowRequests);
+      await remove([slow.name, steady.name]);
+    }
+  };
+
+  it("a drain waits for an in-flight slow request to finish before the node goes, and no request fails", async () => {
+    await leavingUnderLoad("drain", 3000, async (slow, steady, slowRequests) => {
 
       const drain = await fleet.bosun(["lb", "drain", slow.name, "--json", "--timeout", "60"]);
       const drainedAt = Date.now();
@@ -229,23 +249,11 @@ describe("balancer role", { skip: tools.skip }, () => {
       const served = slow.served;
       for (let i = 0; i < 10; i++) assert.equal((await get()).body, steady.name);
       assert.equal(slow.served, served, "nothing reaches a drained node");
-      const stats = await load.stop();
-      assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
-      assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
-    } finally {
-      await running.current?.stop();
-      await Promise.allSettled(slowRequests);
-      await remove([slow.name, steady.name]);
-    }
+    });
   });
 
   it("a web node decommissioned under load is drained before it goes: its slow request in flight finishes, and no request fails", async () => {
-    const [slow, steady] = await Promise.all([backend("leave-slow"), backend("leave-steady")]);
-    const running: { current?: ReturnType<typeof startLoad> } = {};
-    const slowRequests: Promise<{ status: number; body: string; at: number }>[] = [];
-    try {
-      await slowRequestInFlight(slow, steady, 2500, running, slowRequests);
-      const load = running.current!;
+    await leavingUnderLoad("leave", 2500, async (slow, _steady, slowRequests) => {
       const since = Date.now() - 1000;
       // A node-down with reason "decommissioned", as a web agent sends when it is decommissioned.
       await fleet.publish(webEvent("node-down", slow.name));
@@ -256,14 +264,7 @@ describe("balancer role", { skip: tools.skip }, () => {
       // Removing it would have cut that request (its sessions are shut down): it was served whole instead.
       assert.ok(finished.some((r) => r.body === slow.name), "a slow request was in flight on leave-slow as it left, and finished");
       assert.equal(update.payload.via, "runtime");
-      const stats = await load.stop();
-      assert.ok(stats.requests > 10, `load ran: ${stats.requests} requests`);
-      assert.equal(stats.failed, 0, `failed requests under load: ${stats.errors.slice(0, 5).join("; ")}`);
-    } finally {
-      await running.current?.stop();
-      await Promise.allSettled(slowRequests);
-      await remove([slow.name, steady.name]);
-    }
+    });
   });
 
   it("with the runtime socket gone, a node-up is applied by a checked reload: a new HAProxy takes over, no request finds no server", async () => {

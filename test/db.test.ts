@@ -112,6 +112,21 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
     }
   };
 
+  /** A backup on db-4 whose upload is held at its first part while `breakIt` runs; its result as the node recorded it. */
+  const backupBrokenMidUpload = async (breakIt: () => Promise<void>): Promise<Envelope> => {
+    proxy.reset();
+    proxy.rule = (req) => (req.method === "PUT" && /[?&]partNumber=/.test(req.url) ? "hold" : "pass");
+    const command = fleet.command("backup-now", { kind: "logical" }, { nodes: ["db-4"] });
+    try {
+      await fleet.publish(command);
+      await proxy.waitFor((r) => r.action === "hold", "the first part of the upload");
+      await breakIt();
+    } finally {
+      proxy.release();
+    }
+    return resultOf(command.id, "db-4");
+  };
+
   before(async () => {
     moto = await Moto.start();
     fleet = await TestFleet.start({ backups: { drillSchedule: "0 0 4 1 1 *" } }, { s3Endpoint: moto.endpoint });
@@ -368,17 +383,7 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
   });
 
   it("the database going away mid-dump fails the backup, naming the dump, and aborts the upload", async () => {
-    proxy.reset();
-    proxy.rule = (req) => (req.method === "PUT" && /[?&]partNumber=/.test(req.url) ? "hold" : "pass");
-    const command = fleet.command("backup-now", { kind: "logical" }, { nodes: ["db-4"] });
-    try {
-      await fleet.publish(command);
-      await proxy.waitFor((r) => r.action === "hold", "the first part of the upload");
-      lone.kill();
-    } finally {
-      proxy.release();
-    }
-    const result = await resultOf(command.id, "db-4");
+    const result = await backupBrokenMidUpload(async () => lone.kill());
     assert.equal(result.type, "failed");
     assert.match((result.payload as { error: string }).error, /mariadb-dump (exited|was killed)/);
     assert.deepEqual(await pendingUploads(fleet.clients, `b-${fleet.cluster}`, backupKeys.snapshots), []);
@@ -386,18 +391,10 @@ describe("db role: backups, restores and drills", { skip: missing ?? false }, ()
   });
 
   it("the compressor dying mid-backup fails the backup naming it (not the broken pipe it leaves), and aborts the upload", async () => {
-    proxy.reset();
-    proxy.rule = (req) => (req.method === "PUT" && /[?&]partNumber=/.test(req.url) ? "hold" : "pass");
-    const command = fleet.command("backup-now", { kind: "logical" }, { nodes: ["db-4"] });
-    try {
-      await fleet.publish(command);
-      await proxy.waitFor((r) => r.action === "hold", "the first part of the upload");
+    const result = await backupBrokenMidUpload(async () => {
       const { stdout } = await run("pgrep", ["-P", String(loneAgent.child.pid), "-x", "zstd"]);
       for (const pid of stdout.split("\n").filter(Boolean)) process.kill(Number(pid), "SIGKILL");
-    } finally {
-      proxy.release();
-    }
-    const result = await resultOf(command.id, "db-4");
+    });
     assert.equal(result.type, "failed");
     assert.match((result.payload as { error: string }).error, /zstd was killed by SIGKILL/);
     assert.deepEqual(await pendingUploads(fleet.clients, `b-${fleet.cluster}`, backupKeys.snapshots), []);
